@@ -1,0 +1,24 @@
+"""Backend adapters: one module per wire dialect, loaded on first use by `get_adapter`."""
+
+from ._base import (
+    BackendAdapter,
+    Capabilities,
+    ErrorInfo,
+    HealthStatus,
+    StreamFormat,
+    StreamParser,
+    WireRequest,
+)
+from ._registry import available_backends, get_adapter
+
+__all__ = [
+    "BackendAdapter",
+    "Capabilities",
+    "ErrorInfo",
+    "HealthStatus",
+    "StreamFormat",
+    "StreamParser",
+    "WireRequest",
+    "available_backends",
+    "get_adapter",
+]
