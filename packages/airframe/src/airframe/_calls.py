@@ -24,7 +24,7 @@ _loop: asyncio.AbstractEventLoop | None = None
 
 
 def _portal() -> asyncio.AbstractEventLoop:
-    global _loop  # noqa: PLW0603 - one lazily started portal loop per process
+    global _loop
     with _lock:
         if _loop is None or _loop.is_closed():
             loop = asyncio.new_event_loop()

@@ -1,4 +1,4 @@
-"""Endpoint configuration: where a backend lives, how to authenticate, how long to wait, how to retry."""
+"""Endpoint configuration: where a backend lives, how to authenticate, how long to wait, retries."""
 
 from __future__ import annotations
 

@@ -183,11 +183,11 @@ class BadRequestError(AirframeError):
     category = ErrorCategory.BAD_REQUEST
 
 
-class TimeoutError(AirframeError):  # noqa: A001 - the taxonomy's name, exported as airframe.TimeoutError
+class TimeoutError(AirframeError):
     category = ErrorCategory.TIMEOUT
 
 
-class ConnectionError(AirframeError):  # noqa: A001
+class ConnectionError(AirframeError):
     category = ErrorCategory.CONNECTION
 
 
@@ -203,7 +203,7 @@ class ProtocolError(AirframeError):
     category = ErrorCategory.PROTOCOL
 
 
-class InterruptedError(AirframeError):  # noqa: A001
+class InterruptedError(AirframeError):
     category = ErrorCategory.INTERRUPTED
 
 

@@ -16,7 +16,9 @@ __all__ = ["aclose_all", "get_client", "open_connection_count"]
 
 _LIMITS = httpx.Limits(max_connections=2048, max_keepalive_connections=256, keepalive_expiry=30.0)
 
-_clients: dict[tuple[str, int], tuple[weakref.ref[asyncio.AbstractEventLoop], httpx.AsyncClient]] = {}
+_clients: dict[
+    tuple[str, int], tuple[weakref.ref[asyncio.AbstractEventLoop], httpx.AsyncClient]
+] = {}
 
 
 def get_client(base_url: str) -> httpx.AsyncClient:

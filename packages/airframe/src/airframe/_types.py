@@ -87,7 +87,7 @@ Content: TypeAlias = str | Sequence[TextPart | ImagePart]
 
 @dataclass(frozen=True, slots=True)
 class ToolCall:
-    """One tool call the model asked for. `arguments` is parsed; `raw_arguments` is the wire text."""
+    """A tool call the model asked for. `arguments` is parsed; `raw_arguments` is the wire text."""
 
     id: str
     name: str

@@ -74,7 +74,7 @@ class Capabilities:
 
 @dataclass(frozen=True, slots=True)
 class HealthStatus:
-    """`state` is "loading" while a server loads its model (up, not ready), "down" when unreachable."""
+    """`state`: "loading" while a server loads its model (up, not ready); "down" if unreachable."""
 
     ok: bool
     state: Literal["ok", "loading", "down", "error"]
@@ -169,7 +169,9 @@ class BackendAdapter(ABC):
             if not caps.vision:
                 problem = "this backend does not accept images"
             elif not caps.image_urls and _has_remote_image(request):
-                problem = "this backend needs image bytes, not image URLs (pass ImagePart(data=...))"
+                problem = (
+                    "this backend needs image bytes, not image URLs (pass ImagePart(data=...))"
+                )
         if problem:
             raise BadRequestError(
                 problem, backend=self.kind.value, endpoint=endpoint.name, status_code=None
@@ -216,7 +218,9 @@ class BackendAdapter(ABC):
             status, payload = await probe(self, endpoint, self.health_request(endpoint))
         except AirframeError as exc:
             state: Literal["down", "error"] = (
-                "down" if exc.category in (ErrorCategory.CONNECTION, ErrorCategory.TIMEOUT) else "error"
+                "down"
+                if exc.category in (ErrorCategory.CONNECTION, ErrorCategory.TIMEOUT)
+                else "error"
             )
             return HealthStatus(ok=False, state=state, detail=exc.message)
         health = self.parse_health(status, payload)

@@ -245,10 +245,16 @@ class OpenAIAdapter(BackendAdapter):
                 prompt_tokens=n_prompt if isinstance(n_prompt, int) else prompt,
                 context_window=n_ctx if isinstance(n_ctx, int) else window,
             )
-        if code == "content_filter" or "content_filter" in etype or code == "content_policy_violation":
+        if (
+            code == "content_filter"
+            or "content_filter" in etype
+            or code == "content_policy_violation"
+        ):
             return ErrorInfo(ErrorCategory.CONTENT_FILTER, message)
-        if code == "insufficient_quota" or etype == "insufficient_quota" or (
-            status == 429 and any(w in lowered for w in _QUOTA_WORDS)
+        if (
+            code == "insufficient_quota"
+            or etype == "insufficient_quota"
+            or (status == 429 and any(w in lowered for w in _QUOTA_WORDS))
         ):
             return ErrorInfo(ErrorCategory.QUOTA, message)
         if code in ("invalid_api_key", "invalid_authentication") or etype == "authentication_error":
