@@ -1,0 +1,5 @@
+"""Telemetry of gateway calls: OpenTelemetry spans and metrics, structlog events."""
+
+from .telemetry import CallTelemetry, Telemetry
+
+__all__ = ["CallTelemetry", "Telemetry"]

@@ -1,0 +1,28 @@
+"""Fixtures for cross-package integration tests against real servers."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# pytest runs with --import-mode=importlib, which does not put this directory on sys.path;
+# the helper modules next to this file are imported by their plain names.
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+
+from llama_server_fixture import (  # noqa: E402
+    llama_server,
+    llama_server_bin,
+    llama_server_factory,
+    llama_server_loading,
+    tiny_model_path,
+)
+
+__all__ = [
+    "llama_server",
+    "llama_server_bin",
+    "llama_server_factory",
+    "llama_server_loading",
+    "tiny_model_path",
+]
