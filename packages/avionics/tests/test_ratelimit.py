@@ -21,7 +21,7 @@ from avionics.ratelimit import (
     ProviderLimiter,
     WindowStore,
 )
-from avionics.ratelimit.memory import async_storage_uri, sliding_window_wait
+from avionics.ratelimit.windows import async_storage_uri, sliding_window_wait
 
 
 def tpm_state(limiter: ProviderLimiter) -> tuple[int, int]:

@@ -7,7 +7,11 @@
 Importing airframe does no network I/O; adapters are imported on first use.
 """
 
-from ._calls import infer, infer_sync, stream_infer, stream_infer_sync
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._config import BackendKind, EndpointSpec, RetryPolicy, Timeouts
 from ._errors import (
     AirframeError,
@@ -27,7 +31,6 @@ from ._errors import (
     TimeoutError,
 )
 from ._hooks import AttemptInfo, TransportHooks
-from ._pool import aclose_all
 from ._types import (
     FinishReason,
     ImagePart,
@@ -42,7 +45,33 @@ from ._types import (
     ToolSpec,
     Usage,
 )
-from .adapters import BackendAdapter, HealthStatus, available_backends, get_adapter
+from .adapters._base import BackendAdapter, HealthStatus
+
+if TYPE_CHECKING:
+    from ._calls import infer, infer_sync, stream_infer, stream_infer_sync
+    from ._pool import aclose_all
+    from .adapters._registry import available_backends, get_adapter
+
+# Names whose modules pull in httpx and asyncio load on first use: `import airframe` stays cheap.
+_LAZY: dict[str, str] = {
+    "aclose_all": "airframe._pool",
+    "available_backends": "airframe.adapters._registry",
+    "get_adapter": "airframe.adapters._registry",
+    "infer": "airframe._calls",
+    "infer_sync": "airframe._calls",
+    "stream_infer": "airframe._calls",
+    "stream_infer_sync": "airframe._calls",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'airframe' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __version__ = "0.1.0"
 

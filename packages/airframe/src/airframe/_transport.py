@@ -40,6 +40,7 @@ __all__ = ["http_error", "inband_error", "probe", "send_json", "stream_events"]
 logger = logging.getLogger("airframe")
 
 _MAX_ERROR_BODY = 64 * 1024
+_DRAIN_SECONDS = 0.5
 _PARSE_ERRORS = (ValueError, KeyError, TypeError, AttributeError, IndexError)
 
 
@@ -53,8 +54,9 @@ class _Prepared:
         self.endpoint = endpoint
         self.timeout = httpx.Timeout(connect=t.connect, read=t.read, write=t.write, pool=t.pool)
         headers = {"accept": "application/json", "user-agent": "airframe"}
-        headers.update(endpoint.headers)
-        headers.update(adapter.auth_headers(endpoint))
+        # Lower-cased keys so a user's `User-Agent` replaces the default instead of doubling it.
+        headers.update((k.lower(), v) for k, v in endpoint.headers.items())
+        headers.update((k.lower(), v) for k, v in adapter.auth_headers(endpoint).items())
         self.headers = headers
 
 
@@ -90,10 +92,27 @@ def _build(
     return client, request, None if total is None else time.monotonic() + total
 
 
+_CREDENTIAL_HEADERS = ("authorization", "api-key", "x-api-key", "proxy-authorization")
+
+
+def _secrets(endpoint: EndpointSpec) -> list[str]:
+    """Every credential string of an endpoint: the key, and secret header values and tokens."""
+    found = [endpoint.api_key] if endpoint.api_key else []
+    for name, value in endpoint.headers.items():
+        if name.lower() in _CREDENTIAL_HEADERS and value:
+            found.append(value)
+    for value in list(found):
+        scheme, _, token = value.partition(" ")
+        if token and scheme.lower() in ("bearer", "basic"):
+            found.append(token)
+    return [s for s in found if len(s) >= 4]
+
+
 def _scrub(text: str, endpoint: EndpointSpec) -> str:
-    key = endpoint.api_key
-    if key and len(key) >= 4 and key in text:
-        return text.replace(key, "[REDACTED]")
+    """`text` with every credential of `endpoint` replaced (error bodies may echo them)."""
+    for secret in _secrets(endpoint):
+        if secret in text:
+            text = text.replace(secret, "[REDACTED]")
     return text
 
 
@@ -255,6 +274,8 @@ async def send_json(
             result = parse(endpoint, payload) if parse is not None else payload
         except Exception as exc:
             error = _map_httpx_error(exc, adapter, endpoint)
+            if error.request_id is None and headers is not None:
+                error.request_id = _request_id(adapter, headers)
             if hooks is not None:
                 hooks.on_attempt_error(info, error)
             if await _wait_retry(error, headers, attempt - 1, endpoint, deadline, info, hooks):
@@ -307,7 +328,7 @@ def _unexpected_body(
 
 
 def _inband_status(payload: dict[str, Any]) -> int | None:
-    err = payload.get("error")
+    err = payload.get("error", payload)
     code = err.get("code") if isinstance(err, dict) else None
     return code if isinstance(code, int) else None
 
@@ -406,9 +427,9 @@ async def stream_events(
                     endpoint=endpoint.name,
                     request_id=_request_id(adapter, headers),
                 )
+            result = parser.result()
             if chunk is not None:
                 await _drain(chunks)
-            result = parser.result()
         except Exception as exc:
             error = _map_httpx_error(exc, adapter, endpoint)
             if error.request_id is None and headers is not None:
@@ -443,12 +464,20 @@ async def stream_events(
 
 
 async def _drain(chunks: AsyncIterator[bytes]) -> None:
-    """Read what follows the terminator so the connection can go back to the pool."""
+    """Read what follows the terminator so the connection can go back to the pool.
+
+    Bounded in bytes and time, and never fails the call: the answer is complete already. When
+    the server keeps the body open, the response is closed instead (the connection is dropped).
+    """
     seen = 0
-    async for chunk in chunks:
-        seen += len(chunk)
-        if seen > _MAX_ERROR_BODY:
-            return
+    try:
+        async with asyncio.timeout(_DRAIN_SECONDS):
+            async for chunk in chunks:
+                seen += len(chunk)
+                if seen > _MAX_ERROR_BODY:
+                    return
+    except Exception:
+        return
 
 
 def _min(a: float | None, b: float | None) -> float | None:

@@ -279,6 +279,7 @@ AZURE_429 = (
     [
         (429, {"code": "429", "message": AZURE_429}, ErrorCategory.RATE_LIMIT),
         (429, {"code": "insufficient_quota", "message": "quota gone"}, ErrorCategory.QUOTA),
+        (429, {"type": "insufficient_quota", "message": "see https://x/q"}, ErrorCategory.QUOTA),
         (
             429,
             {"code": "429", "message": "You exceeded your current quota, check billing."},
@@ -314,6 +315,7 @@ AZURE_429 = (
     ids=[
         "azure-429",
         "insufficient_quota",
+        "insufficient_quota-type",
         "quota-words",
         "content_filter",
         "innererror",

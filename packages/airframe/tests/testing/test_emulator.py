@@ -135,6 +135,16 @@ def test_responder_function_decides_from_the_request(emu: Emulator, client: http
     assert _ask(client, emu, "please fail").status_code == 503
 
 
+def test_failing_responder_is_reported(emu: Emulator, client: httpx.Client) -> None:
+    def broken(request: RecordedRequest) -> Reply:
+        raise ValueError("no idea")
+
+    emu.script(broken)
+    response = _ask(client, emu)
+    assert response.status_code == 500
+    assert "responder raised ValueError: no idea" in response.text
+
+
 def test_script_rejects_non_behaviours(emu: Emulator) -> None:
     with pytest.raises(TypeError):
         emu.script("hello")  # type: ignore[arg-type]

@@ -36,13 +36,14 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import cache
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
-import genai_prices
 import structlog
-from genai_prices import types as genai_types
 
 from airframe import BackendKind, Usage
+
+if TYPE_CHECKING:
+    from genai_prices import types as genai_types
 
 __all__ = [
     "DEFAULT_ESTIMATE_OUTPUT_TOKENS",
@@ -226,6 +227,8 @@ def _strip_date(model: str) -> str | None:
 
 
 def _convert(price: genai_types.ModelPrice) -> ModelPrice:
+    from genai_prices import types as genai_types  # the price snapshot loads on first lookup
+
     # Missing input/output prices bill as 0, missing cache prices at the input rate: the same
     # reading genai-prices' own calc_price makes. Tiers of each key merge into whole-call tiers.
     def get(name: str) -> Decimal | genai_types.TieredPrices | None:
@@ -267,6 +270,8 @@ def _from_genai(price: genai_types.ModelPrice) -> ModelPrice:
 
 
 def _genai_model(provider_id: str, model: str) -> genai_types.ModelInfo | None:
+    import genai_prices
+
     try:
         calculation = genai_prices.calc_price(genai_prices.Usage(), model, provider_id=provider_id)
     except (LookupError, ValueError):  # unknown here; pricing never breaks a call

@@ -9,7 +9,7 @@ from ._base import (
     StreamParser,
     WireRequest,
 )
-from ._registry import available_backends, get_adapter
+from ._registry import available_backends, get_adapter  # importlib.metadata only
 
 __all__ = [
     "BackendAdapter",

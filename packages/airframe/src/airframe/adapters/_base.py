@@ -151,9 +151,13 @@ class BackendAdapter(ABC):
 
     # -- shared behaviour ------------------------------------------------------------------
 
+    def capabilities_for(self, endpoint: EndpointSpec) -> Capabilities:
+        """What `endpoint` can carry (some backends differ by `api_type`)."""
+        return self.capabilities
+
     def check_request(self, endpoint: EndpointSpec, request: InferenceRequest) -> None:
         """Refuse, before any I/O, a request this backend's protocol cannot carry."""
-        caps = self.capabilities
+        caps = self.capabilities_for(endpoint)
         problem = ""
         if not request.messages:
             problem = "the request has no messages"

@@ -37,7 +37,6 @@ content filtering and content streaming concept pages, and openai-python's `lib/
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -45,7 +44,6 @@ from urllib.parse import quote
 
 from .._config import BackendKind, EndpointSpec
 from .._errors import BadRequestError, ErrorCategory
-from .._streams import SSEEvent
 from .._types import InferenceRequest, InferenceResult, InferenceStreamEvent
 from ._base import NO_EVENTS, ErrorInfo, StreamParser, WireRequest, error_fields, error_message
 from .openai import OpenAIAdapter, OpenAIStreamParser
@@ -168,14 +166,7 @@ class AzureOpenAIAdapter(OpenAIAdapter):
         inner_code = inner.get("code") if isinstance(inner, dict) else None
         if err.get("code") in _FILTER_CODES or inner_code in _FILTER_CODES:
             return ErrorInfo(ErrorCategory.CONTENT_FILTER, error_message(payload, text, status))
-        info = super().classify_error(status, payload, text)
-        if info.category is ErrorCategory.QUOTA and err.get("code") != "insufficient_quota":
-            # Azure points every rate-limit message at aka.ms/oai/quotaincrease: only quota
-            # words outside URLs make a 429 a quota error.
-            prose = _URL.sub(" ", info.message).lower()
-            if not any(word in prose for word in _QUOTA_WORDS):
-                return ErrorInfo(ErrorCategory.RATE_LIMIT, info.message)
-        return info
+        return super().classify_error(status, payload, text)
 
 
 class AzureOpenAIStreamParser(OpenAIStreamParser):
@@ -193,14 +184,7 @@ class AzureOpenAIStreamParser(OpenAIStreamParser):
         self._prompt_filter: list[Any] = []
         self._content_filter: Any = None
 
-    def feed(self, item: SSEEvent | str) -> Sequence[InferenceStreamEvent]:
-        assert not isinstance(item, str)
-        data = item.data
-        if data == "[DONE]" or item.event == "error":
-            return super().feed(item)
-        chunk = json.loads(data)
-        if not isinstance(chunk, dict) or "error" in chunk:
-            return super().feed(item)
+    def feed_chunk(self, chunk: dict[str, Any]) -> Sequence[InferenceStreamEvent]:
         prompt = chunk.get("prompt_filter_results")
         if isinstance(prompt, list):
             self._prompt_filter.extend(prompt)
@@ -212,7 +196,7 @@ class AzureOpenAIStreamParser(OpenAIStreamParser):
                 self._content_filter = choice["content_filter_results"]
         if not live and not chunk.get("usage"):
             return NO_EVENTS
-        return super().feed(item)
+        return super().feed_chunk(chunk)
 
     def result(self) -> InferenceResult:
         result = super().result()

@@ -48,6 +48,8 @@ FINISH_REASONS: Mapping[str | None, FinishReason] = {
 }
 
 _CONTEXT_NUMBERS = re.compile(r"(\d[\d,]*)")
+_URL = re.compile(r"https?://\S+")
+_FILTER_CODES = frozenset({"content_filter", "content_policy_violation", "invalid_prompt"})
 _QUOTA_WORDS = ("quota", "billing", "spend limit", "spending limit", "credit")
 
 
@@ -245,16 +247,14 @@ class OpenAIAdapter(BackendAdapter):
                 prompt_tokens=n_prompt if isinstance(n_prompt, int) else prompt,
                 context_window=n_ctx if isinstance(n_ctx, int) else window,
             )
-        if (
-            code == "content_filter"
-            or "content_filter" in etype
-            or code == "content_policy_violation"
-        ):
+        if code in _FILTER_CODES or "content_filter" in etype:
             return ErrorInfo(ErrorCategory.CONTENT_FILTER, message)
         if (
             code == "insufficient_quota"
             or etype == "insufficient_quota"
-            or (status == 429 and any(w in lowered for w in _QUOTA_WORDS))
+            # Services link every rate-limit message to a "quota increase" page: only quota
+            # words outside URLs make a 429 a quota error.
+            or (status == 429 and any(w in _URL.sub(" ", lowered) for w in _QUOTA_WORDS))
         ):
             return ErrorInfo(ErrorCategory.QUOTA, message)
         if code in ("invalid_api_key", "invalid_authentication") or etype == "authentication_error":
@@ -280,6 +280,17 @@ class OpenAIAdapter(BackendAdapter):
 
     def parse_models(self, payload: Any) -> list[str]:
         return [m["id"] for m in payload.get("data") or () if isinstance(m, dict) and "id" in m]
+
+
+def _error_payload(data: str) -> dict[str, Any]:
+    """`{"error": {...}}` from a bare error object, an error body, or plain text."""
+    try:
+        parsed = json.loads(data)
+    except ValueError:
+        return {"error": {"message": data.strip() or "stream error"}}
+    if isinstance(parsed, dict) and "error" in parsed:
+        return parsed
+    return {"error": parsed if isinstance(parsed, dict) else {"message": str(parsed)}}
 
 
 class _PendingCall:
@@ -330,13 +341,17 @@ class OpenAIStreamParser(StreamParser):
         if data == "[DONE]":
             self.done = True
             return self._flush_calls()
-        if item.event == "error":
-            raise inband_error(self._adapter, self._endpoint, json.loads(data), data)
+        if item.event == "error":  # llama.cpp's older `error: {...}` SSE field
+            raise inband_error(self._adapter, self._endpoint, _error_payload(data))
         chunk = json.loads(data)
         if "error" in chunk:
             raise inband_error(self._adapter, self._endpoint, chunk, data)
-        if self._id is None:
-            self._id = chunk.get("id")
+        return self.feed_chunk(chunk)
+
+    def feed_chunk(self, chunk: dict[str, Any]) -> Sequence[InferenceStreamEvent]:
+        """One parsed `chat.completion.chunk` (subclasses inspect it before passing it on)."""
+        if not self._id:
+            self._id = chunk.get("id") or None
             self._model = chunk.get("model") or ""
         out: list[InferenceStreamEvent] | None = None
         for choice in chunk.get("choices") or ():

@@ -187,7 +187,14 @@ class Engine:
             await out.respond(error.with_headers(base))
             return
 
-        behaviour = self.state.next_behaviour(request.recorded())
+        try:
+            behaviour = self.state.next_behaviour(request.recorded())
+        except Exception as exc:  # a user responder failed: say so instead of a bare 500
+            message = f"airframe.testing: the responder raised {type(exc).__name__}: {exc}"
+            await out.respond(
+                Response(500, [("content-type", "text/plain; charset=utf-8")], message.encode())
+            )
+            return
         if isinstance(behaviour, Reply):
             reply, fault = behaviour, None
         else:

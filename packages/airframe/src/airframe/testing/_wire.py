@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -10,10 +11,12 @@ from urllib.parse import parse_qsl
 from ._recording import RecordedRequest, parse_json
 
 __all__ = [
+    "SLOT",
     "Frame",
     "Request",
     "Response",
     "StreamPlan",
+    "Template",
     "dumps",
     "json_response",
     "ndjson",
@@ -28,9 +31,13 @@ SSE_PLAIN = "text/event-stream"
 NDJSON = "application/x-ndjson"
 
 
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_SORTED = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
 def dumps(obj: Any, *, sort_keys: bool = False) -> str:
     """Compact JSON, UTF-8 left as is (as the real servers send it)."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), sort_keys=sort_keys)
+    return (_SORTED if sort_keys else _COMPACT).encode(obj)
 
 
 def sse(obj: Any, event: str | None = None) -> bytes:
@@ -43,6 +50,41 @@ def sse(obj: Any, event: str | None = None) -> bytes:
 
 def ndjson(obj: Any) -> bytes:
     return (dumps(obj) + "\n").encode()
+
+
+SLOT = ("@@SLOT0@@", "@@SLOT1@@", "@@SLOT2@@")
+"""Marker values for `Template`: put them where the varying values go, render once."""
+
+_SLOTS = re.compile(rb'"@@SLOT(\d)@@"')
+
+
+class Template:
+    """An event rendered once with `SLOT` markers, then filled fast for every token.
+
+    Streams are mostly the same event over and over with one string changing; encoding only
+    that string keeps a 2,000-token stream at a few milliseconds of server time.
+    """
+
+    def __init__(self, rendered: bytes) -> None:
+        self._parts: list[bytes] = []
+        self._order: list[int] = []
+        position = 0
+        for match in _SLOTS.finditer(rendered):
+            self._parts.append(rendered[position : match.start()])
+            self._order.append(int(match.group(1)))
+            position = match.end()
+        self._parts.append(rendered[position:])
+
+    def fill(self, *values: Any) -> bytes:
+        """Each slot gets the JSON encoding of its value (strings, numbers, lists...)."""
+        out = [self._parts[0]]
+        for slot, part in zip(self._order, self._parts[1:], strict=True):
+            value = values[slot]
+            out.append(
+                str(value).encode() if type(value) is int else _COMPACT.encode(value).encode()
+            )
+            out.append(part)
+        return b"".join(out)
 
 
 @dataclass

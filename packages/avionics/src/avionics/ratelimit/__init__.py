@@ -10,7 +10,7 @@ from .limiter import (
     Permit,
     ProviderLimiter,
 )
-from .memory import LimitsWindowStore, MemoryBudgetStore
+from .memory import MemoryBudgetStore
 
 __all__ = [
     "DEFAULT_KEY_PREFIX",
@@ -31,3 +31,12 @@ __all__ = [
     "Reservation",
     "WindowStore",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # `LimitsWindowStore` imports the `limits` library; load it only when asked for.
+    if name == "LimitsWindowStore":
+        from .windows import LimitsWindowStore
+
+        return LimitsWindowStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

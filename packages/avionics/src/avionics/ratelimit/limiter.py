@@ -28,7 +28,6 @@ from typing import Final
 from avionics.errors import LimitKind, RateLimitedLocally
 
 from .base import WindowStore
-from .memory import LimitsWindowStore
 
 __all__ = [
     "DEFAULT_MAX_WAIT",
@@ -118,6 +117,8 @@ class ProviderLimiter:
         self.max_wait = float(max_wait)
         self.window_seconds = window_seconds
         if store is None and (rpm is not None or tpm is not None):
+            from .windows import LimitsWindowStore  # loads `limits` only when a limit is set
+
             store = LimitsWindowStore(storage_uri)
         self.store = store
         self._rpm_key = f"{key_prefix}ratelimit:{name}:requests"
@@ -301,6 +302,8 @@ class LimiterRegistry:
     @property
     def store(self) -> WindowStore:
         if self._store is None:
+            from .windows import LimitsWindowStore
+
             self._store = LimitsWindowStore(self.storage_uri)
         return self._store
 

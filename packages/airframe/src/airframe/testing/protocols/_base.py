@@ -23,7 +23,16 @@ from .._wire import Request, Response, StreamPlan
 if TYPE_CHECKING:
     from .._engine import Outlet
 
-__all__ = ["Call", "ChatEndpoint", "ErrorSpec", "Handler", "Route", "message_text"]
+__all__ = [
+    "Call",
+    "ChatEndpoint",
+    "ErrorSpec",
+    "Handler",
+    "Route",
+    "message_text",
+    "route",
+    "simple",
+]
 
 Handler = Callable[[Request, "Outlet"], Awaitable[None]]
 
@@ -47,6 +56,15 @@ def route(
     methods: str, path: str, handler: Handler, when: Callable[[Request], bool] | None = None
 ) -> Route:
     return Route(tuple(methods.split()), re.compile(path), handler, when)
+
+
+def simple(answer: Callable[[Request], Response]) -> Handler:
+    """A handler for endpoints that answer with one complete response."""
+
+    async def handle(request: Request, out: Outlet) -> None:
+        await out.respond(answer(request))
+
+    return handle
 
 
 @dataclass

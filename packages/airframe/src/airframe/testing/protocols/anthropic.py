@@ -23,7 +23,19 @@ from .._behaviours import ErrorKind
 from .._engine import Engine, Outlet
 from .._state import EmulatorState
 from .._turn import Turn
-from .._wire import JSON, SSE_UTF8, Frame, Request, Response, StreamPlan, dumps, json_response, sse
+from .._wire import (
+    JSON,
+    SLOT,
+    SSE_UTF8,
+    Frame,
+    Request,
+    Response,
+    StreamPlan,
+    Template,
+    dumps,
+    json_response,
+    sse,
+)
 from ._base import Call, ChatEndpoint, ErrorSpec, Route, chat_prompt, int_or_none, route
 
 __all__ = ["AnthropicMessages", "routes"]
@@ -273,62 +285,67 @@ class AnthropicMessages(ChatEndpoint):
                 "usage": self.usage(turn, 1),
             },
         }
-        frames = [Frame(sse(start, "message_start"), token=False)]
-        index = 0
-        pinged = False
-
-        def open_block(block: dict[str, Any]) -> None:
-            nonlocal pinged
-            event = {"type": "content_block_start", "index": index, "content_block": block}
-            frames.append(Frame(sse(event, "content_block_start"), token=False))
-            if not pinged:
-                frames.append(Frame(_PING, token=False))
-                pinged = True
-
-        def delta(payload: dict[str, Any], token: bool = True) -> None:
-            event = {"type": "content_block_delta", "index": index, "delta": payload}
-            frames.append(Frame(sse(event, "content_block_delta"), token=token))
-
-        def close_block() -> None:
-            nonlocal index
-            event = {"type": "content_block_stop", "index": index}
-            frames.append(Frame(sse(event, "content_block_stop"), token=False))
-            index += 1
-
+        blocks = _Blocks([Frame(sse(start, "message_start"), token=False)])
         if turn.reasoning:
-            open_block({"type": "thinking", "thinking": "", "signature": ""})
-            for piece in turn.reasoning:
-                delta({"type": "thinking_delta", "thinking": piece})
-            delta({"type": "signature_delta", "signature": self.signature(turn)}, token=False)
-            close_block()
+            blocks.open({"type": "thinking", "thinking": "", "signature": ""})
+            blocks.pieces("thinking_delta", "thinking", turn.reasoning)
+            blocks.delta({"type": "signature_delta", "signature": self.signature(turn)}, False)
+            blocks.close()
         pieces = turn.text + turn.refusal
         if pieces or not (turn.tool_calls or turn.reasoning):
-            open_block({"type": "text", "text": ""})
-            for piece in pieces:
-                delta({"type": "text_delta", "text": piece})
-            close_block()
+            blocks.open({"type": "text", "text": ""})
+            blocks.pieces("text_delta", "text", pieces)
+            blocks.close()
         for tool in turn.tool_calls:
-            open_block(
-                {
-                    "type": "tool_use",
-                    "id": self.tool_id(call, tool.index, tool.id),
-                    "name": tool.name,
-                    "input": {},
-                }
-            )
-            delta({"type": "input_json_delta", "partial_json": ""}, token=False)
-            for piece in tool.pieces:
-                delta({"type": "input_json_delta", "partial_json": piece})
-            close_block()
+            tool_id = self.tool_id(call, tool.index, tool.id)
+            blocks.open({"type": "tool_use", "id": tool_id, "name": tool.name, "input": {}})
+            blocks.delta({"type": "input_json_delta", "partial_json": ""}, False)
+            blocks.pieces("input_json_delta", "partial_json", tool.pieces)
+            blocks.close()
 
         message_delta = {
             "type": "message_delta",
             "delta": {"stop_reason": self.stop_reason(turn), "stop_sequence": None},
             "usage": {"output_tokens": turn.usage.output_tokens},
         }
-        frames.append(Frame(sse(message_delta, "message_delta"), token=False))
+        frames = [*blocks.frames, Frame(sse(message_delta, "message_delta"), token=False)]
         stop = sse({"type": "message_stop"}, "message_stop")
         return StreamPlan(self.stream_content_type, frames, [stop])
+
+
+class _Blocks:
+    """Content-block events with their running index; one `ping` after the first block opens."""
+
+    def __init__(self, frames: list[Frame]) -> None:
+        self.frames = frames
+        self.index = 0
+        self.pinged = False
+
+    def open(self, block: dict[str, Any]) -> None:
+        event = {"type": "content_block_start", "index": self.index, "content_block": block}
+        self.frames.append(Frame(sse(event, "content_block_start"), token=False))
+        if not self.pinged:
+            self.frames.append(Frame(_PING, token=False))
+            self.pinged = True
+
+    def delta(self, payload: dict[str, Any], token: bool = True) -> None:
+        event = {"type": "content_block_delta", "index": self.index, "delta": payload}
+        self.frames.append(Frame(sse(event, "content_block_delta"), token=token))
+
+    def pieces(self, delta_type: str, key: str, pieces: list[str]) -> None:
+        """Token deltas: the event is rendered once, then filled per piece."""
+        event = {
+            "type": "content_block_delta",
+            "index": self.index,
+            "delta": {"type": delta_type, key: SLOT[0]},
+        }
+        template = Template(sse(event, "content_block_delta"))
+        self.frames.extend(Frame(template.fill(piece)) for piece in pieces)
+
+    def close(self) -> None:
+        event = {"type": "content_block_stop", "index": self.index}
+        self.frames.append(Frame(sse(event, "content_block_stop"), token=False))
+        self.index += 1
 
 
 def routes(state: EmulatorState, engine: Engine) -> list[Route]:

@@ -27,21 +27,32 @@ import re
 from typing import Any, Literal
 
 from .._behaviours import ErrorKind
-from .._engine import Engine, Outlet
+from .._engine import Engine
 from .._state import EmulatorState
 from .._turn import Prompt, Turn, count_words, split_pieces
 from .._wire import (
     JSON_UTF8,
+    SLOT,
     SSE_PLAIN,
     Frame,
     Request,
     Response,
     StreamPlan,
+    Template,
     dumps,
     json_response,
     sse,
 )
-from ._base import Call, ChatEndpoint, ErrorSpec, Route, int_or_none, message_text, route
+from ._base import (
+    Call,
+    ChatEndpoint,
+    ErrorSpec,
+    Route,
+    int_or_none,
+    message_text,
+    route,
+    simple,
+)
 from .openai import DONE, OpenAIChat, openai_finish
 
 __all__ = ["LlamaCompletion", "LlamaOpenAIChat", "chatml", "routes"]
@@ -302,9 +313,19 @@ class LlamaCompletion(ChatEndpoint):
         return self.partial(call, text, 1, call.prompt.tokens)
 
     def stream(self, call: Call, turn: Turn) -> StreamPlan:
-        evaluated = turn.usage.input_tokens
+        partial = {
+            "index": 0,
+            "content": SLOT[0],
+            "tokens": [SLOT[1]],
+            "stop": False,
+            "id_slot": 0,
+            "tokens_predicted": SLOT[2],
+            "tokens_evaluated": turn.usage.input_tokens,
+        }
+        template = Template(sse(partial))
+        vocab = self.state.vocab
         frames = [
-            Frame(self.partial(call, piece, number, evaluated))
+            Frame(template.fill(piece, vocab.id(piece), number))
             for number, piece in enumerate(self.pieces(turn), start=1)
         ]
         final = self.final(call, turn, "", turn.usage.output_tokens)
@@ -502,83 +523,86 @@ def _models(state: EmulatorState) -> dict[str, Any]:
     }
 
 
+class _Utility:
+    """llama-server's endpoints other than inference, behind its loading state and API key."""
+
+    def __init__(self, state: EmulatorState) -> None:
+        self.state = state
+        self.gate = _Gate(state)
+
+    @staticmethod
+    def ok(obj: Any) -> Response:
+        return json_response(200, obj, JSON_UTF8, _SERVER)
+
+    @staticmethod
+    def body(request: Request) -> dict[str, Any]:
+        return request.json if isinstance(request.json, dict) else {}
+
+    def health(self, request: Request) -> Response:
+        return self.gate.check(request, public=True) or self.ok({"status": "ok"})
+
+    def props(self, request: Request) -> Response:
+        return self.gate.check(request) or self.ok(_props(self.state))
+
+    def slots(self, request: Request) -> Response:
+        return self.gate.check(request) or self.ok([_slot(self.state)])
+
+    def models(self, request: Request) -> Response:
+        return self.gate.check(request, public=True) or self.ok(_models(self.state))
+
+    def tokenize(self, request: Request) -> Response:
+        rejected = self.gate.check(request)
+        if rejected is not None:
+            return rejected
+        body = self.body(request)
+        content = body.get("content")
+        if not isinstance(content, str):
+            return llama_error(_bad('"content" must be provided'))
+        vocab = self.state.vocab
+        pieces = split_pieces(content)
+        ids = [vocab.id(piece) for piece in pieces]
+        if body.get("add_special") is True:
+            ids, pieces = [vocab.BOS, *ids], ["", *pieces]
+        if body.get("with_pieces") is True:
+            pairs = zip(ids, pieces, strict=True)
+            return self.ok({"tokens": [{"id": token, "piece": piece} for token, piece in pairs]})
+        return self.ok({"tokens": ids})
+
+    def detokenize(self, request: Request) -> Response:
+        rejected = self.gate.check(request)
+        if rejected is not None:
+            return rejected
+        tokens = self.body(request).get("tokens")
+        ids = [t for t in tokens if isinstance(t, int)] if isinstance(tokens, list) else []
+        return self.ok({"content": self.state.vocab.decode(ids)})
+
+    def apply_template(self, request: Request) -> Response:
+        rejected = self.gate.check(request)
+        if rejected is not None:
+            return rejected
+        messages = self.body(request).get("messages")
+        if not isinstance(messages, list):
+            return llama_error(_bad('"messages" must be provided'))
+        return self.ok({"prompt": chatml(messages)})
+
+
 def routes(state: EmulatorState, engine: Engine) -> list[Route]:
-    gate = _Gate(state)
-    completion = engine.handler(LlamaCompletion(state))
-    openai = engine.handler(LlamaOpenAIChat(state))
+    utility = _Utility(state)
 
     def is_llama(request: Request) -> bool:
         return state.openai_dialect == "llama_server"
 
-    def ok(obj: Any) -> Response:
-        return json_response(200, obj, JSON_UTF8, _SERVER)
-
-    async def health(request: Request, out: Outlet) -> None:
-        rejected = gate.check(request, public=True)
-        await out.respond(rejected or ok({"status": "ok"}))
-
-    async def props(request: Request, out: Outlet) -> None:
-        await out.respond(gate.check(request) or ok(_props(state)))
-
-    async def slots(request: Request, out: Outlet) -> None:
-        await out.respond(gate.check(request) or ok([_slot(state)]))
-
-    async def models(request: Request, out: Outlet) -> None:
-        await out.respond(gate.check(request, public=True) or ok(_models(state)))
-
-    def body_of(request: Request) -> dict[str, Any]:
-        return request.json if isinstance(request.json, dict) else {}
-
-    async def tokenize(request: Request, out: Outlet) -> None:
-        rejected = gate.check(request)
-        if rejected is not None:
-            await out.respond(rejected)
-            return
-        body = body_of(request)
-        content = body.get("content")
-        if not isinstance(content, str):
-            await out.respond(llama_error(_bad('"content" must be provided')))
-            return
-        pieces = split_pieces(content)
-        ids = [state.vocab.id(piece) for piece in pieces]
-        if body.get("add_special") is True:
-            ids, pieces = [state.vocab.BOS, *ids], ["", *pieces]
-        tokens: list[Any] = ids
-        if body.get("with_pieces") is True:
-            tokens = [
-                {"id": token, "piece": piece} for token, piece in zip(ids, pieces, strict=True)
-            ]
-        await out.respond(ok({"tokens": tokens}))
-
-    async def detokenize(request: Request, out: Outlet) -> None:
-        rejected = gate.check(request)
-        if rejected is not None:
-            await out.respond(rejected)
-            return
-        tokens = body_of(request).get("tokens")
-        ids = [t for t in tokens if isinstance(t, int)] if isinstance(tokens, list) else []
-        await out.respond(ok({"content": state.vocab.decode(ids)}))
-
-    async def apply_template(request: Request, out: Outlet) -> None:
-        rejected = gate.check(request)
-        if rejected is not None:
-            await out.respond(rejected)
-            return
-        messages = body_of(request).get("messages")
-        if not isinstance(messages, list):
-            await out.respond(llama_error(_bad('"messages" must be provided')))
-            return
-        await out.respond(ok({"prompt": chatml(messages)}))
-
     return [
-        route("GET", "/health|/v1/health", health),
-        route("GET", "/props", props),
-        route("GET", "/slots", slots),
-        route("GET", "/models", models),
-        route("GET", "/v1/models", models, when=is_llama),
-        route("POST", "/completion|/completions", completion),
-        route("POST", "/v1/chat/completions", openai, when=is_llama),
-        route("POST", "/tokenize", tokenize),
-        route("POST", "/detokenize", detokenize),
-        route("POST", "/apply-template", apply_template),
+        route("GET", "/health|/v1/health", simple(utility.health)),
+        route("GET", "/props", simple(utility.props)),
+        route("GET", "/slots", simple(utility.slots)),
+        route("GET", "/models", simple(utility.models)),
+        route("GET", "/v1/models", simple(utility.models), when=is_llama),
+        route("POST", "/completion|/completions", engine.handler(LlamaCompletion(state))),
+        route(
+            "POST", "/v1/chat/completions", engine.handler(LlamaOpenAIChat(state)), when=is_llama
+        ),
+        route("POST", "/tokenize", simple(utility.tokenize)),
+        route("POST", "/detokenize", simple(utility.detokenize)),
+        route("POST", "/apply-template", simple(utility.apply_template)),
     ]

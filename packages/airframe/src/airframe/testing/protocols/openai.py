@@ -21,7 +21,19 @@ from .._behaviours import ErrorKind
 from .._engine import Engine, Outlet
 from .._state import EmulatorState
 from .._turn import Turn
-from .._wire import JSON, SSE_UTF8, Frame, Request, Response, StreamPlan, dumps, json_response, sse
+from .._wire import (
+    JSON,
+    SLOT,
+    SSE_UTF8,
+    Frame,
+    Request,
+    Response,
+    StreamPlan,
+    Template,
+    dumps,
+    json_response,
+    sse,
+)
 from ._base import Call, ChatEndpoint, ErrorSpec, Route, chat_prompt, int_or_none, route
 
 __all__ = ["OpenAIChat", "openai_error_object", "routes"]
@@ -42,98 +54,76 @@ def openai_finish(finish: str) -> str:
     return _FINISH.get(finish, finish)
 
 
+# kind -> (message template, type, param, code); templates see {model}, {n_ctx}, {prompt_tokens}.
+_ERRORS: dict[ErrorKind, tuple[str, str, str | None, str | None]] = {
+    "context_length": (
+        "This model's maximum context length is {n_ctx} tokens. However, your messages resulted "
+        "in {prompt_tokens} tokens. Please reduce the length of the messages.",
+        "invalid_request_error",
+        "messages",
+        "context_length_exceeded",
+    ),
+    "rate_limit": (
+        "Rate limit reached for {model} in organization org-emulator on requests per min (RPM): "
+        "Limit 3, Used 3, Requested 1. Please try again in 20s. Visit "
+        "https://platform.openai.com/account/rate-limits to learn more.",
+        "requests",
+        None,
+        "rate_limit_exceeded",
+    ),
+    "quota": (
+        "You exceeded your current quota, please check your plan and billing details. For more "
+        "information on this error, read the docs: "
+        "https://platform.openai.com/docs/guides/error-codes/api-errors.",
+        "insufficient_quota",
+        None,
+        "insufficient_quota",
+    ),
+    "auth": (
+        "Incorrect API key provided. You can find your API key at "
+        "https://platform.openai.com/account/api-keys.",
+        "invalid_request_error",
+        None,
+        "invalid_api_key",
+    ),
+    "content_filter": (
+        "Invalid prompt: your prompt was flagged as potentially violating our usage policy. "
+        "Please try again with a different prompt.",
+        "invalid_request_error",
+        None,
+        "invalid_prompt",
+    ),
+    "not_found": (
+        "The model `{model}` does not exist or you do not have access to it.",
+        "invalid_request_error",
+        None,
+        "model_not_found",
+    ),
+    "permission": (
+        "You are not allowed to sample from this model",
+        "invalid_request_error",
+        None,
+        None,
+    ),
+    "overloaded": ("The server is overloaded or not ready yet.", "server_error", None, None),
+    "server": (
+        "The server had an error while processing your request. Sorry about that!",
+        "server_error",
+        None,
+        None,
+    ),
+    "timeout": ("Request timed out.", "timeout", None, None),
+}
+_INVALID = ("Invalid request.", "invalid_request_error", None, None)
+
+
 def openai_error_object(spec: ErrorSpec, model: str) -> dict[str, Any]:
     """The inner `error` object OpenAI sends for an error situation."""
-    kind = spec.kind
-    if kind == "context_length":
-        return {
-            "message": (
-                f"This model's maximum context length is {spec.n_ctx} tokens. However, your "
-                f"messages resulted in {spec.prompt_tokens} tokens. Please reduce the length "
-                "of the messages."
-            ),
-            "type": "invalid_request_error",
-            "param": "messages",
-            "code": "context_length_exceeded",
-        }
-    if kind == "rate_limit":
-        return {
-            "message": (
-                f"Rate limit reached for {model} in organization org-emulator on requests per "
-                "min (RPM): Limit 3, Used 3, Requested 1. Please try again in 20s. Visit "
-                "https://platform.openai.com/account/rate-limits to learn more."
-            ),
-            "type": "requests",
-            "param": None,
-            "code": "rate_limit_exceeded",
-        }
-    if kind == "quota":
-        return {
-            "message": (
-                "You exceeded your current quota, please check your plan and billing details. "
-                "For more information on this error, read the docs: "
-                "https://platform.openai.com/docs/guides/error-codes/api-errors."
-            ),
-            "type": "insufficient_quota",
-            "param": None,
-            "code": "insufficient_quota",
-        }
-    if kind == "auth":
-        return {
-            "message": (
-                "Incorrect API key provided. You can find your API key at "
-                "https://platform.openai.com/account/api-keys."
-            ),
-            "type": "invalid_request_error",
-            "param": None,
-            "code": "invalid_api_key",
-        }
-    if kind == "content_filter":
-        return {
-            "message": (
-                "Invalid prompt: your prompt was flagged as potentially violating our usage "
-                "policy. Please try again with a different prompt."
-            ),
-            "type": "invalid_request_error",
-            "param": None,
-            "code": "invalid_prompt",
-        }
-    if kind == "not_found":
-        return {
-            "message": f"The model `{model}` does not exist or you do not have access to it.",
-            "type": "invalid_request_error",
-            "param": None,
-            "code": "model_not_found",
-        }
-    if kind == "permission":
-        return {
-            "message": "You are not allowed to sample from this model",
-            "type": "invalid_request_error",
-            "param": None,
-            "code": None,
-        }
-    if kind == "overloaded":
-        return {
-            "message": "The server is overloaded or not ready yet.",
-            "type": "server_error",
-            "param": None,
-            "code": None,
-        }
-    if kind == "server":
-        return {
-            "message": "The server had an error while processing your request. Sorry about that!",
-            "type": "server_error",
-            "param": None,
-            "code": None,
-        }
-    if kind == "timeout":
-        return {"message": "Request timed out.", "type": "timeout", "param": None, "code": None}
-    return {
-        "message": "Invalid request.",
-        "type": "invalid_request_error",
-        "param": None,
-        "code": None,
-    }
+    template, error_type, param, code = _ERRORS.get(spec.kind, _INVALID)
+    message = spec.message or template.format(
+        model=model, n_ctx=spec.n_ctx, prompt_tokens=spec.prompt_tokens
+    )
+    return {"message": message, "type": error_type, "param": param, "code": code}
 
 
 class OpenAIChat(ChatEndpoint):
@@ -339,14 +329,19 @@ class OpenAIChat(ChatEndpoint):
     def token_frame(self, call: Call, text: str) -> bytes:
         return self.event(self.chunk(call, {"content": text}))
 
+    def deltas(self, call: Call, key: str, pieces: list[str]) -> list[Frame]:
+        """One delta event per piece, rendered once and filled per piece."""
+        if not pieces:
+            return []
+        template = Template(self.event(self.chunk(call, {key: SLOT[0]})))
+        return [Frame(template.fill(piece)) for piece in pieces]
+
     def stream(self, call: Call, turn: Turn) -> StreamPlan:
         frames = self.opening_frames(call)
         frames.append(Frame(self.event(self.chunk(call, self.role_delta(turn))), token=False))
-        frames += [
-            Frame(self.event(self.chunk(call, {"reasoning_content": p}))) for p in turn.reasoning
-        ]
-        frames += [Frame(self.event(self.chunk(call, {"content": p}))) for p in turn.text]
-        frames += [Frame(self.event(self.chunk(call, {"refusal": p}))) for p in turn.refusal]
+        frames += self.deltas(call, "reasoning_content", turn.reasoning)
+        frames += self.deltas(call, "content", turn.text)
+        frames += self.deltas(call, "refusal", turn.refusal)
         frames += self.tool_frames(call, turn)
         frames += [Frame(self.event(c), token=False) for c in self.closing_chunks(call, turn)]
         return StreamPlan(self.stream_content_type, frames, [DONE])
@@ -363,12 +358,22 @@ class OpenAIChat(ChatEndpoint):
                 "function": {"name": tool.name, "arguments": ""},
             }
             frames.append(Frame(self.event(self.chunk(call, {"tool_calls": [head]}))))
+        templates = [
+            Template(
+                self.event(
+                    self.chunk(
+                        call,
+                        {"tool_calls": [{"index": tool.index, "function": {"arguments": SLOT[0]}}]},
+                    )
+                )
+            )
+            for tool in turn.tool_calls
+        ]
         rounds = max((len(tool.pieces) for tool in turn.tool_calls), default=0)
         for piece in range(rounds):
-            for tool in turn.tool_calls:
+            for tool, template in zip(turn.tool_calls, templates, strict=True):
                 if piece < len(tool.pieces):
-                    part = {"index": tool.index, "function": {"arguments": tool.pieces[piece]}}
-                    frames.append(Frame(self.event(self.chunk(call, {"tool_calls": [part]}))))
+                    frames.append(Frame(template.fill(tool.pieces[piece])))
         return frames
 
 
