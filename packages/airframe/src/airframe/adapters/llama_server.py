@@ -57,7 +57,7 @@ from ._base import (
     error_fields,
     error_message,
 )
-from .openai import OpenAIAdapter, OpenAIStreamParser, openai_messages
+from .openai import OpenAIAdapter, OpenAIStreamParser, context_numbers, openai_messages
 
 if TYPE_CHECKING:
     from .._hooks import TransportHooks
@@ -83,7 +83,6 @@ STOP_TYPES: Mapping[str, FinishReason] = {
 
 # llama-server's error `type` values (format_error_response) -> category.
 _ERROR_TYPES: Mapping[str, ErrorCategory] = {
-    "invalid_request_error": ErrorCategory.BAD_REQUEST,
     "not_supported_error": ErrorCategory.BAD_REQUEST,
     "authentication_error": ErrorCategory.AUTH,
     "permission_error": ErrorCategory.AUTH,
@@ -93,7 +92,6 @@ _ERROR_TYPES: Mapping[str, ErrorCategory] = {
 }
 # "request (300 tokens) exceeds the available context size (256 tokens), try increasing it"
 _CONTEXT_NUMBERS = re.compile(r"(\d+) tokens\)? exceeds[^(\d]*\(?(\d+) tokens", re.IGNORECASE)
-_QUOTA_PHRASES = ("quota", "billing", "spend limit", "spending limit")
 _FILTER_PHRASES = ("content blocked", "content filter", "moderation filter", "safety filter")
 _CONTEXT_PHRASES = (
     "exceeds the available context size",
@@ -170,7 +168,11 @@ def _raw(payload: Mapping[str, Any]) -> dict[str, Any]:
 
 def _classify(status: int | None, payload: Any, text: str) -> ErrorInfo:
     """llama-server's `{"error": {"code", "message", "type"}}` (also the bare inner object of the
-    old `error:` SSE field) -> category; context errors carry `n_prompt_tokens` and `n_ctx`."""
+    old `error:` SSE field) -> category; context errors carry `n_prompt_tokens` and `n_ctx`.
+
+    llama.cpp's own error types and messages first; the rest is the OpenAI dialect's mapping
+    (where the HTTP status decides unless the body names something more specific).
+    """
     err = error_fields(payload)
     message = error_message(payload, text, status)
     etype = str(err.get("type") or "")
@@ -181,8 +183,9 @@ def _classify(status: int | None, payload: Any, text: str) -> ErrorInfo:
         etype in ("", "invalid_request_error") and any(p in lowered for p in _CONTEXT_PHRASES)
     ):
         found = _CONTEXT_NUMBERS.search(message)
-        prompt = int(found.group(1)) if found else None
-        window = int(found.group(2)) if found else None
+        prompt, window = (
+            (int(found.group(1)), int(found.group(2))) if found else context_numbers(message)
+        )
         n_prompt, n_ctx = _int(err.get("n_prompt_tokens")), _int(err.get("n_ctx"))
         return ErrorInfo(
             ErrorCategory.CONTEXT_LENGTH,
@@ -193,18 +196,12 @@ def _classify(status: int | None, payload: Any, text: str) -> ErrorInfo:
     category = _ERROR_TYPES.get(etype)
     if category is not None:
         return ErrorInfo(category, message)
-    if "quota" in etype or (status == 429 and any(p in lowered for p in _QUOTA_PHRASES)):
-        return ErrorInfo(ErrorCategory.QUOTA, message)
-    if "rate_limit" in etype:
-        return ErrorInfo(ErrorCategory.RATE_LIMIT, message)
-    if status is not None:
-        return ErrorInfo(status_category(status), message)
-    code = _int(err.get("code"))
-    if code is not None:
-        return ErrorInfo(status_category(code), message)
-    if "loading model" in lowered:
+    if status is None and "loading model" in lowered:
         return ErrorInfo(ErrorCategory.OVERLOADED, message)
-    return ErrorInfo(ErrorCategory.SERVER, message)
+    return _OPENAI_DIALECT.classify_error(status, payload, text)
+
+
+_OPENAI_DIALECT = OpenAIAdapter()
 
 
 def _field_error(adapter: BackendAdapter, endpoint: EndpointSpec, data: str) -> AirframeError:

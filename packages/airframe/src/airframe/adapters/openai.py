@@ -118,7 +118,7 @@ def _tool_choice(choice: str | Mapping[str, Any] | None) -> Any:
     return {"type": "function", "function": {"name": choice}}
 
 
-def _context_numbers(message: str) -> tuple[int | None, int | None]:
+def context_numbers(message: str) -> tuple[int | None, int | None]:
     """(prompt_tokens, context_window) from OpenAI's 'maximum context length is N ... M tokens'."""
     numbers = [int(n.replace(",", "")) for n in _CONTEXT_NUMBERS.findall(message)]
     if len(numbers) >= 2:
@@ -239,7 +239,7 @@ class OpenAIAdapter(BackendAdapter):
             or "context length" in lowered
             or "context window" in lowered
         ):
-            prompt, window = _context_numbers(message)
+            prompt, window = context_numbers(message)
             n_prompt, n_ctx = err.get("n_prompt_tokens"), err.get("n_ctx")
             return ErrorInfo(
                 ErrorCategory.CONTEXT_LENGTH,

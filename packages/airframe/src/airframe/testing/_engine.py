@@ -197,10 +197,11 @@ class Engine:
             return
         if isinstance(behaviour, Reply):
             reply, fault = behaviour, None
+            headers = merge_headers(base, reply.headers)
         else:
             fault = behaviour
             reply = fault.reply or self.state.default_reply()
-        headers = merge_headers(base, reply.headers, fault.headers if fault else ())
+            headers = merge_headers(base, fault.reply.headers if fault.reply else (), fault.headers)
 
         if fault is not None and (
             fault.kind == "status" or (fault.kind == "in_band_error" and not call.stream)
