@@ -252,8 +252,9 @@ async def test_failure_after_output_is_interrupted_with_partial(
         (Fault.auth(), ErrorCategory.AUTH),
         (Fault.context_length(prompt_tokens=9000, n_ctx=4096), ErrorCategory.CONTEXT_LENGTH),
         (Fault.quota(), ErrorCategory.QUOTA),
+        (Fault.content_filter(), ErrorCategory.CONTENT_FILTER),
     ],
-    ids=["no-terminator", "malformed", "html-200", "auth", "context-length", "quota"],
+    ids=["no-terminator", "malformed", "html-200", "auth", "context-length", "quota", "filter"],
 )
 async def test_failures_that_are_not_retried(
     emu: Emulator, endpoint: EndpointSpec, fault: Fault, category: ErrorCategory

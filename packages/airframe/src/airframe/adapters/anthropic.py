@@ -380,6 +380,8 @@ class AnthropicAdapter(BackendAdapter):
             return ErrorInfo(
                 ErrorCategory.CONTEXT_LENGTH, message, prompt_tokens=prompt, context_window=window
             )
+        if "content filtering" in lowered or "content filter" in lowered:
+            return ErrorInfo(ErrorCategory.CONTENT_FILTER, message)
         if (etype == "billing_error" or status == 402) or (
             status in (None, 400, 429) and any(w in lowered for w in _QUOTA_PHRASES)
         ):
