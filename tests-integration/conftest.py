@@ -26,3 +26,4 @@ __all__ = [
     "llama_server_loading",
     "tiny_model_path",
 ]
+from redis_fixture import redis_server, redis_server_bin, redis_server_factory  # noqa: E402, F401

@@ -54,6 +54,7 @@ __all__ = [
     "DEFAULT_PARALLEL",
     "LlamaServer",
     "LlamaServerError",
+    "LlamaServerFactory",
     "cached_binary_path",
     "find_llama_server_binary",
     "free_port",
@@ -208,8 +209,18 @@ def _server_args(
     *,
     ctx: int,
     parallel: int,
+    kv_unified: bool,
     extra_args: Sequence[str],
 ) -> list[str]:
+    if kv_unified:
+        # One KV pool of `ctx` cells shared by all slots (llama-server's default when -np is
+        # auto): one request may use all of it, but concurrent requests compete for it and
+        # running out mid-generation is an in-band SSE error ("Context size has been exceeded.").
+        kv = ["-c", str(ctx), "--kv-unified"]
+    else:
+        # Each slot owns exactly `ctx` cells (llama-server splits -c evenly across slots), so a
+        # request's context limit is `ctx` whatever other requests are doing: deterministic.
+        kv = ["-c", str(ctx * parallel), "--no-kv-unified"]
     return [
         str(binary),
         "-m",
@@ -218,13 +229,9 @@ def _server_args(
         "127.0.0.1",
         "--port",
         str(port),
-        "-c",
-        str(ctx),
+        *kv,
         "-np",
         str(parallel),
-        # One KV pool shared by all slots: every slot may use the whole -c context, so the
-        # context-size limit a request sees is `ctx`, not `ctx / parallel`.
-        "--kv-unified",
         "--ignore-eos",
         "--slots",
         "--metrics",
@@ -247,11 +254,20 @@ def _spawn(
     *,
     ctx: int,
     parallel: int,
+    kv_unified: bool,
     extra_args: Sequence[str],
     log_dir: Path | None,
 ) -> LlamaServer:
     port = free_port()
-    args = _server_args(binary, model, port, ctx=ctx, parallel=parallel, extra_args=extra_args)
+    args = _server_args(
+        binary,
+        model,
+        port,
+        ctx=ctx,
+        parallel=parallel,
+        kv_unified=kv_unified,
+        extra_args=extra_args,
+    )
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="llama-server-log-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"llama-server-{port}.log"
@@ -280,6 +296,7 @@ def start_llama_server(
     *,
     ctx: int = DEFAULT_CTX,
     parallel: int = DEFAULT_PARALLEL,
+    kv_unified: bool = False,
     extra_args: Sequence[str] = (),
     log_dir: Path | None = None,
     wait: bool = True,
@@ -288,11 +305,20 @@ def start_llama_server(
 ) -> LlamaServer:
     """Start llama-server on a free port; with ``wait`` block until ``/health`` is 200.
 
+    ``ctx`` is the context size of each slot (the ``n_ctx`` a request sees); see
+    ``_server_args`` for ``kv_unified``. ``extra_args`` are appended to the command line.
+
     A lost race for the port (another process took it between probing and binding) is retried.
     """
     for attempt in range(attempts):
         server = _spawn(
-            binary, model, ctx=ctx, parallel=parallel, extra_args=extra_args, log_dir=log_dir
+            binary,
+            model,
+            ctx=ctx,
+            parallel=parallel,
+            kv_unified=kv_unified,
+            extra_args=extra_args,
+            log_dir=log_dir,
         )
         if not wait:
             return server
@@ -330,16 +356,26 @@ def start_llama_server_stuck_loading(
     fifo = fifo_dir / "model.gguf"
     os.mkfifo(fifo)
     server = _spawn(
-        binary, fifo, ctx=ctx, parallel=parallel, extra_args=extra_args, log_dir=log_dir
+        binary,
+        fifo,
+        ctx=ctx,
+        parallel=parallel,
+        kv_unified=False,
+        extra_args=extra_args,
+        log_dir=log_dir,
     )
 
     def release() -> None:
-        # Let the loader's blocked open() return and read EOF, so the server fails to load and
-        # exits by itself instead of sitting in open() through SIGTERM. Non-blocking: if the
-        # server never opened the pipe this raises ENXIO, which is fine.
+        # Make the loader fail fast so the server exits by itself instead of sitting in open()
+        # through SIGTERM: open the write end (non-blocking; ENXIO if nobody is blocked on the
+        # pipe right now), remove the pipe so any later open() gets ENOENT (the server opens the
+        # model more than once), then close the write end so a blocked reader sees EOF.
+        fd: int | None = None
         with contextlib.suppress(OSError):
-            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
         shutil.rmtree(fifo_dir, ignore_errors=True)
+        if fd is not None:
+            os.close(fd)
 
     server._before_stop.append(release)
     deadline = time.monotonic() + deadline_s
@@ -395,7 +431,11 @@ def llama_server_factory(
     tiny_model_path: Path,
     tmp_path: Path,
 ) -> Iterator[LlamaServerFactory]:
-    """``factory(model=None, ctx=256, parallel=4, extra_args=(), wait=True) -> LlamaServer``."""
+    """``factory(model=None, *, ctx=256, parallel=4, kv_unified=False, extra_args=(), wait=True)``.
+
+    Returns a ``LlamaServer``; with ``wait=False`` it may still be loading (call
+    ``wait_ready()``). All servers are stopped at teardown.
+    """
     started: list[LlamaServer] = []
 
     def factory(
@@ -403,6 +443,7 @@ def llama_server_factory(
         *,
         ctx: int = DEFAULT_CTX,
         parallel: int = DEFAULT_PARALLEL,
+        kv_unified: bool = False,
         extra_args: Sequence[str] = (),
         wait: bool = True,
     ) -> LlamaServer:
@@ -411,6 +452,7 @@ def llama_server_factory(
             model or tiny_model_path,
             ctx=ctx,
             parallel=parallel,
+            kv_unified=kv_unified,
             extra_args=extra_args,
             log_dir=tmp_path / "llama-server-logs",
             wait=wait,

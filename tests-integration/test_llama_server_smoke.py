@@ -6,11 +6,12 @@ Plain httpx, no airframe code: these pin down the server behaviour the adapters 
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from llama_server_fixture import DEFAULT_CTX, LlamaServer
+from llama_server_fixture import DEFAULT_CTX, LlamaServer, LlamaServerFactory
 
 pytestmark = pytest.mark.llama_server
 
@@ -26,6 +27,14 @@ def client(llama_server: LlamaServer) -> Iterator[httpx.Client]:
 def _sse_data(resp: httpx.Response) -> list[str]:
     """The ``data:`` payloads of an SSE response, in order."""
     return [line[len("data: ") :] for line in resp.iter_lines() if line.startswith("data: ")]
+
+
+# llama-server closes the TCP connection after every SSE response although it answers with
+# `Keep-Alive` (its chunked content provider returns false after `sink.done()`, which
+# cpp-httplib treats as a cancelled write). A pooled client that reuses that connection races
+# the FIN and may fail with "Server disconnected without sending a response". Sending
+# `Connection: close` on stream requests keeps the connection out of the pool.
+STREAM_HEADERS = {"Connection": "close"}
 
 
 def _over_context_prompt() -> str:
@@ -62,21 +71,26 @@ def test_completion_non_stream_exact_n_predict(client: httpx.Client) -> None:
 
 
 def test_completion_stream_exact_n_predict(client: httpx.Client) -> None:
+    request = {"prompt": "hello", "n_predict": N_PREDICT, "temperature": 0}
     with client.stream(
-        "POST",
-        "/completion",
-        json={"prompt": "hello", "n_predict": N_PREDICT, "stream": True, "temperature": 0},
+        "POST", "/completion", json={**request, "stream": True}, headers=STREAM_HEADERS
     ) as resp:
         assert resp.status_code == 200
         assert resp.headers["content-type"].startswith("text/event-stream")
         chunks = [json.loads(d) for d in _sse_data(resp)]
-    assert chunks
-    final = chunks[-1]
+    # The tiny model only generates printable ASCII, so every token is exactly one chunk.
+    *partials, final = chunks
+    assert len(partials) == N_PREDICT
+    assert [c["tokens_predicted"] for c in partials] == list(range(1, N_PREDICT + 1))
+    assert all(c["stop"] is False for c in partials)
     assert final["stop"] is True
+    assert final["content"] == ""
     assert final["tokens_predicted"] == N_PREDICT
     assert final["stop_type"] == "limit"
-    assert "timings" in final
-    assert all(c["stop"] is False for c in chunks[:-1])
+    assert final["timings"]["predicted_n"] == N_PREDICT
+    # Greedy decoding: the streamed text equals the non-streamed text.
+    whole = client.post("/completion", json=request).json()["content"]
+    assert "".join(c["content"] for c in partials) == whole
 
 
 def test_tokenize_roundtrip(client: httpx.Client) -> None:
@@ -119,6 +133,7 @@ def test_chat_completions_stream_with_usage(client: httpx.Client) -> None:
             "stream": True,
             "stream_options": {"include_usage": True},
         },
+        headers=STREAM_HEADERS,
     ) as resp:
         assert resp.status_code == 200
         data = _sse_data(resp)
@@ -150,11 +165,29 @@ def test_chat_over_context_is_http_400(client: httpx.Client) -> None:
     assert resp.json()["error"]["type"] == "exceed_context_size_error"
 
 
-def test_two_servers(llama_server_factory: object) -> None:
-    factory = llama_server_factory
-    a = factory()  # type: ignore[operator]
-    b = factory()  # type: ignore[operator]
+def test_two_servers(llama_server_factory: LlamaServerFactory) -> None:
+    a = llama_server_factory()
+    b = llama_server_factory()
     assert a.port != b.port
     for server in (a, b):
         resp = httpx.get(f"{server.base_url}/health", timeout=10.0)
         assert resp.status_code == 200
+        assert server.process.poll() is None
+
+
+def test_stream_response_closes_connection(llama_server: LlamaServer) -> None:
+    """Pin the keep-alive quirk described at STREAM_HEADERS (raw socket, no pooling)."""
+    body = json.dumps({"prompt": "hello", "n_predict": 2, "stream": True}).encode()
+    request = (
+        b"POST /completion HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    received = b""
+    with socket.create_connection(("127.0.0.1", llama_server.port), timeout=30.0) as sock:
+        sock.sendall(request)
+        while chunk := sock.recv(65536):  # ends only when the server closes the connection
+            received += chunk
+    head, _, payload = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert b"Keep-Alive: timeout=5" in head  # advertised ...
+    assert payload.endswith(b"\r\n0\r\n\r\n")  # ... but closed after the final chunk

@@ -4,6 +4,14 @@ The model produces gibberish, but it exercises the whole server: a byte-level BP
 tokenizer with a handful of merges, ChatML special tokens and a ChatML chat template, so
 ``/completion``, ``/tokenize``, ``/apply-template`` and ``/v1/chat/completions`` all work.
 
+Generation only ever samples printable-ASCII tokens (bytes 0x20-0x7e and the merges): the
+output projection gives every other token (control bytes, non-ASCII bytes, special tokens
+including EOS and ``<|im_end|>``) a huge negative logit. So the output is always valid UTF-8
+(llama-server holds back incomplete UTF-8 in streams, which random byte tokens would trigger:
+a stream could then carry no text at all), every generated token is exactly one stream chunk,
+and generation never stops by itself: it always runs to ``n_predict`` / ``max_tokens`` (or the
+context limit, or a ``stop`` string), with or without ``--ignore-eos``.
+
 Deterministic: the same arguments always produce a byte-identical file.
 
 CLI: ``uv run python tests-integration/tinymodel.py OUT.gguf``
@@ -122,6 +130,16 @@ def _vocab() -> tuple[list[str], list[int], list[str], dict[str, int]]:
     return tokens, types, merges, special
 
 
+_BIAS_DIM_VALUE = 16.0
+_SUPPRESS_WEIGHT = -20.0
+_PRINTABLE = frozenset(_bytes_to_unicode()[b] for b in range(0x20, 0x7F))
+
+
+def _generable(token: str, token_type: int) -> bool:
+    """Printable-ASCII normal tokens (byte tokens 0x20-0x7e and the merges built from them)."""
+    return token_type == int(gguf.TokenType.NORMAL) and all(ch in _PRINTABLE for ch in token)
+
+
 def make_tiny_gguf(path: str | Path, *, seed: int = SEED) -> Path:
     """Write the tiny model to ``path`` (parent directories are created) and return it."""
     path = Path(path)
@@ -162,9 +180,19 @@ def make_tiny_gguf(path: str | Path, *, seed: int = SEED) -> Path:
     writer.add_add_bos_token(False)
     writer.add_chat_template(CHATML_TEMPLATE)
 
-    writer.add_tensor("token_embd.weight", mat(n_vocab, N_EMBD, 0.5))
+    # Dimension 0 of the residual stream is a large constant (set in every token embedding and
+    # only slightly disturbed by the small layer weights), so after the final RMS norm it is a
+    # reliably large positive number. The output projection uses it as a per-token bias: every
+    # token that is not printable ASCII gets a huge negative logit and is never sampled.
+    embd = mat(n_vocab, N_EMBD, 0.5)
+    embd[:, 0] = _BIAS_DIM_VALUE
+    out = mat(n_vocab, N_EMBD, 0.5)
+    out[:, 0] = [
+        0.0 if _generable(t, ty) else _SUPPRESS_WEIGHT for t, ty in zip(tokens, types, strict=True)
+    ]
+    writer.add_tensor("token_embd.weight", embd)
     writer.add_tensor("output_norm.weight", norm(N_EMBD))
-    # No output.weight: llama.cpp ties the output projection to token_embd.
+    writer.add_tensor("output.weight", out)
     for i in range(N_LAYER):
         p = f"blk.{i}."
         writer.add_tensor(p + "attn_norm.weight", norm(N_EMBD))

@@ -34,7 +34,6 @@ from .._errors import (
     NotFoundError,
     ProtocolError,
 )
-from .._retry import status_category
 from .._streams import SSEEvent
 from .._transport import inband_error, send_json, stream_events
 from .._types import (
@@ -202,6 +201,10 @@ def _classify(status: int | None, payload: Any, text: str) -> ErrorInfo:
 
 
 _OPENAI_DIALECT = OpenAIAdapter()
+# llama-server closes the TCP connection after every stream while its headers still say
+# keep-alive; reusing that pooled connection races the close ("server disconnected without
+# sending a response"). Asking for `close` keeps streams off the pool.
+STREAM_HEADERS: Mapping[str, str] = {"connection": "close"}
 
 
 def _field_error(adapter: BackendAdapter, endpoint: EndpointSpec, data: str) -> AirframeError:
@@ -235,6 +238,14 @@ class _OpenAIMode(OpenAIAdapter):
     kind = BackendKind.LLAMA_SERVER
     chat_path = "/v1/chat/completions"
     models_path = "/v1/models"
+
+    def build_chat(
+        self, endpoint: EndpointSpec, request: InferenceRequest, *, stream: bool
+    ) -> WireRequest:
+        wire = super().build_chat(endpoint, request, stream=stream)
+        if stream:
+            wire.headers = STREAM_HEADERS
+        return wire
 
     def stream_parser(self, endpoint: EndpointSpec, request: InferenceRequest) -> StreamParser:
         return _OpenAIModeStreamParser(self, endpoint)
@@ -441,7 +452,9 @@ class LlamaServerAdapter(BackendAdapter):
         else:
             prompt = await self.render_prompt(endpoint, request, hooks=hooks)
         body = self.completion_body(endpoint, request, prompt, stream=stream)
-        return WireRequest("POST", self.completion_path, body)
+        return WireRequest(
+            "POST", self.completion_path, body, headers=STREAM_HEADERS if stream else None
+        )
 
     # -- extras --------------------------------------------------------------------------------
 
