@@ -14,38 +14,52 @@ Fixtures:
 - ``redis_server_bin`` (session): ``Path`` to the binary.
 - ``redis_server`` (function): a fresh ``RedisServer``, stopped at teardown.
 - ``redis_server_factory`` (function): ``factory() -> RedisServer`` for several servers.
+
+Several OS processes: ``run_workers(jobs)`` starts one Python process per ``(role, kwargs)`` job
+running ``redis_workers.py`` (lean: no pytest import), waits until every one is ready, releases
+them together through their stdin (a start barrier without sleeps), and returns each one's JSON
+result.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import selectors
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 STARTUP_DEADLINE_S = 20.0
 STOP_GRACE_S = 10.0
+WORKER_DEADLINE_S = 180.0
 READY_LINE = b"Ready to accept connections"
 
 __all__ = [
     "RedisServer",
     "RedisServerError",
     "find_redis_server_binary",
+    "finish_worker",
     "in_ci",
     "ping",
+    "read_json",
     "redis_server",
     "redis_server_bin",
     "redis_server_factory",
+    "run_workers",
+    "send_line",
     "start_redis_server",
+    "start_worker",
 ]
 
 
@@ -202,6 +216,69 @@ def start_redis_server(binary: Path, workdir: Path, *, attempts: int = 5) -> Red
         return server
     assert last is not None
     raise last
+
+
+# -- worker processes ----------------------------------------------------------------------------
+
+
+WORKERS_SCRIPT = Path(__file__).resolve().parent / "redis_workers.py"
+
+
+def start_worker(role: str, kwargs: Mapping[str, Any]) -> subprocess.Popen[str]:
+    """One `redis_workers.py ROLE KWARGS` process, imported and waiting for "go" on stdin."""
+    proc = subprocess.Popen(
+        [sys.executable, str(WORKERS_SCRIPT), role, json.dumps(dict(kwargs))],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    if proc.stdout.readline().strip() != "ready":
+        _, err = proc.communicate(timeout=WORKER_DEADLINE_S)
+        raise RuntimeError(f"worker {role} failed to start:\n{err[-3000:]}")
+    return proc
+
+
+def send_line(proc: subprocess.Popen[str], line: str) -> None:
+    assert proc.stdin is not None
+    proc.stdin.write(line + "\n")
+    proc.stdin.flush()
+
+
+def read_json(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    """The worker's next output line, parsed (a worker that died instead is an error)."""
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        _, err = proc.communicate(timeout=WORKER_DEADLINE_S)
+        raise RuntimeError(f"worker exited with {proc.returncode}:\n{err[-3000:]}")
+    result: dict[str, Any] = json.loads(line)
+    return result
+
+
+def finish_worker(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    """Wait for the worker to exit and return its last JSON line."""
+    out, err = proc.communicate(timeout=WORKER_DEADLINE_S)
+    if proc.returncode != 0 or not out.strip():
+        raise RuntimeError(f"worker exited with {proc.returncode}:\n{err[-3000:]}")
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def run_workers(jobs: Sequence[tuple[str, Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """Run one worker per `(role, kwargs)` job, all released at the same moment."""
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        procs.extend(start_worker(role, kwargs) for role, kwargs in jobs)
+        for proc in procs:  # the barrier: every worker is imported before any starts
+            send_line(proc, "go")
+        return [finish_worker(proc) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
 
 
 # -- pytest fixtures ------------------------------------------------------------------------------

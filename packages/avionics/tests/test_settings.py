@@ -660,7 +660,7 @@ def test_canary_key_never_in_validation_errors(tmp_path: Path) -> None:
 
 
 def test_reference_documents_every_field() -> None:
-    from avionics import settings as module
+    from avionics import settings_reference as module
 
     doc = settings_reference_markdown()
     for title, model, _ in module._SECTIONS:

@@ -79,7 +79,7 @@ HINTS: Mapping[ErrorCategory, str] = {
     ErrorCategory.QUOTA: "the account is out of quota or credit: add credit or raise its limit",
     ErrorCategory.CONNECTION: "is the server running at that address? check the base URL",
     ErrorCategory.TIMEOUT: "the server is slow or stalled: try again, or raise the timeout",
-    ErrorCategory.BAD_REQUEST: "the server refused the request: check the options sent",
+    ErrorCategory.BAD_REQUEST: "the request was refused: check the options sent",
     ErrorCategory.CONTEXT_LENGTH: "shorten the prompt or lower max tokens",
     ErrorCategory.CONTENT_FILTER: "the provider's content filter blocked the prompt or answer",
     ErrorCategory.SERVER: "the server failed: try again later",
@@ -134,12 +134,22 @@ def exit_code(error: BaseException) -> int:
     return EXIT_FAILURE
 
 
-def one_line(error: BaseException) -> str:
+def one_line(error: BaseException, hint: str | None = None) -> str:
     """`category: message — where. Fix: hint`, on one line, never holding a key."""
     text = " ".join(str(error).split()) or type(error).__name__
     category = getattr(error, "category", None)
-    hint = HINTS.get(category) if isinstance(category, ErrorCategory) else None
+    if hint is None and isinstance(category, ErrorCategory):
+        hint = HINTS.get(category)
     return f"{text}. Fix: {hint}" if hint else text
+
+
+def _auth_hint(args: argparse.Namespace) -> str:
+    kind = getattr(args, "backend", None)
+    default = DEFAULT_KEY_ENVS.get(kind) if isinstance(kind, BackendKind) else None
+    var = getattr(args, "api_key_env", None) or default
+    if var:
+        return f"check the API key in ${var} (or read another variable with --api-key-env)"
+    return "this server wants a key: export it and pass --api-key-env VAR"
 
 
 # ----------------------------------------------------------------------------------- arguments
@@ -390,7 +400,7 @@ async def _models(args: argparse.Namespace, io: _IO) -> int:
     endpoint = endpoint_from_args(args, io.environ)
     names = await get_adapter(endpoint.backend_kind).list_models(endpoint)
     if args.json:
-        _write(io.stdout, json.dumps({"backend": endpoint.backend_kind.value, "models": names}))
+        _write(io.stdout, json.dumps({"backend": str(endpoint.backend_kind), "models": names}))
         _write(io.stdout, "\n")
     else:
         _write(io.stdout, "".join(f"{name}\n" for name in names))
@@ -446,7 +456,8 @@ async def _run(args: argparse.Namespace, io: _IO) -> int:
 
 def _report(error: BaseException, args: argparse.Namespace, io: _IO) -> int:
     code = exit_code(error)
-    _write(io.stderr, f"airframe: {one_line(error)}\n")
+    auth = getattr(error, "category", None) is ErrorCategory.AUTH
+    _write(io.stderr, f"airframe: {one_line(error, _auth_hint(args) if auth else None)}\n")
     if getattr(args, "json", False):
         category = getattr(error, "category", None)
         body = {

@@ -83,7 +83,7 @@ class EndpointSpec:
     """
 
     base_url: str
-    backend_kind: BackendKind
+    backend_kind: BackendKind | str  # a BackendKind, or a plug-in adapter's registered name
     name: str = ""
     api_key: str | None = field(default=None, repr=False)
     api_type: Literal["native", "openai"] = "native"
@@ -94,13 +94,19 @@ class EndpointSpec:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def __post_init__(self) -> None:
+        kind: BackendKind | str
         try:
             kind = BackendKind(self.backend_kind)
         except ValueError:
-            known = ", ".join(k.value for k in BackendKind)
-            raise ValueError(
-                f"unknown backend_kind {self.backend_kind!r}; use one of: {known}"
-            ) from None
+            # A third-party adapter registered under the `airframe.adapters` entry-point group.
+            from .adapters._registry import available_backends
+
+            known = available_backends()
+            if str(self.backend_kind) not in known:
+                raise ValueError(
+                    f"unknown backend_kind {self.backend_kind!r}; use one of: {', '.join(known)}"
+                ) from None
+            kind = str(self.backend_kind)
         object.__setattr__(self, "backend_kind", kind)
         parts = urlsplit(self.base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:

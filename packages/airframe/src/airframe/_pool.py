@@ -8,13 +8,97 @@ dropped the next time its key is looked up.
 from __future__ import annotations
 
 import asyncio
+import functools
 import weakref
+from typing import Any
 
 import httpx
 
 __all__ = ["aclose_all", "get_client", "open_connection_count"]
 
 _LIMITS = httpx.Limits(max_connections=2048, max_keepalive_connections=256, keepalive_expiry=30.0)
+
+
+@functools.cache
+def _linear_pool_class() -> type[Any] | None:
+    """`_LinearPool` (defined on first use: httpx imports httpcore only when a transport is made,
+    and so does this), or None when the installed httpcore is not the 1.0 series it mirrors."""
+    import httpcore
+
+    if not httpcore.__version__.startswith("1.0."):
+        return None
+
+    class _LinearPool(httpcore.AsyncConnectionPool):
+        """httpcore's pool with its bookkeeping pass made linear in the number of connections.
+
+        httpcore 1.0 runs `_assign_requests_to_connections` twice per request (when it is queued
+        and when its response closes). Its keep-alive check evaluates
+        `len([c.is_idle() for c in self._connections])` once per idle connection, which is
+        O(n^2) in pooled connections: about 4,000 `is_idle()` calls per pass with 64
+        connections, and a quarter of a million with 500, enough to stall a process streaming
+        to hundreds of clients (encode/httpcore#1035, pydantic/httpx2#974). That expression is
+        just `len(self._connections)`. This pass makes the same decisions in the same order: the
+        same connections are closed, reused or created for the same requests; only the repeated
+        scans are gone (the first available or idle connection is found with `next()` instead
+        of building the full list and taking element 0; every predicate involved is a
+        side-effect-free state query).
+        """
+
+        def _assign_requests_to_connections(self) -> list[Any]:
+            closing: list[Any] = []
+            connections = self._connections
+            max_keepalive = self._max_keepalive_connections
+            for connection in list(connections):
+                if connection.is_closed():
+                    connections.remove(connection)
+                elif connection.has_expired() or (
+                    connection.is_idle() and len(connections) > max_keepalive
+                ):
+                    connections.remove(connection)
+                    closing.append(connection)
+
+            for pool_request in [request for request in self._requests if request.is_queued()]:
+                origin = pool_request.request.url.origin
+                available = next(
+                    (c for c in connections if c.can_handle_request(origin) and c.is_available()),
+                    None,
+                )
+                if available is not None:
+                    pool_request.assign_to_connection(available)
+                    continue
+                if len(connections) < self._max_connections:
+                    connection = self.create_connection(origin)
+                    connections.append(connection)
+                    pool_request.assign_to_connection(connection)
+                    continue
+                idle = next((c for c in connections if c.is_idle()), None)
+                if idle is not None:
+                    connections.remove(idle)
+                    closing.append(idle)
+                    connection = self.create_connection(origin)
+                    connections.append(connection)
+                    pool_request.assign_to_connection(connection)
+            return closing
+
+    return _LinearPool
+
+
+def _linear_pool(transport: httpx.AsyncHTTPTransport) -> httpx.AsyncHTTPTransport:
+    """Give `transport` the linear bookkeeping pass when its pool is httpcore 1.0's own class
+    (not a proxy, not a subclass): the subclass has the same layout and no state of its own."""
+    import httpcore
+
+    cls = _linear_pool_class()
+    pool = getattr(transport, "_pool", None)
+    if (
+        cls is not None
+        and type(pool) is httpcore.AsyncConnectionPool
+        and hasattr(pool, "_connections")
+        and hasattr(pool, "_requests")
+    ):
+        pool.__class__ = cls
+    return transport
+
 
 _clients: dict[
     tuple[str, int], tuple[weakref.ref[asyncio.AbstractEventLoop], httpx.AsyncClient]
@@ -33,7 +117,7 @@ def get_client(base_url: str) -> httpx.AsyncClient:
     client = httpx.AsyncClient(
         limits=_LIMITS,
         follow_redirects=False,
-        transport=httpx.AsyncHTTPTransport(limits=_LIMITS, retries=0),
+        transport=_linear_pool(httpx.AsyncHTTPTransport(limits=_LIMITS, retries=0)),
     )
     _clients[key] = (weakref.ref(loop), client)
     return client

@@ -118,7 +118,7 @@ def _scrub(text: str, endpoint: EndpointSpec) -> str:
 
 def _fill(error: AirframeError, adapter: BackendAdapter, endpoint: EndpointSpec) -> AirframeError:
     if error.backend is None:
-        error.backend = adapter.kind.value
+        error.backend = str(adapter.kind)
     if error.endpoint is None:
         error.endpoint = endpoint.name
     return error
@@ -151,7 +151,7 @@ def http_error(
     cls = error_class(info.category)
     kwargs: dict[str, Any] = {
         "status_code": status,
-        "backend": adapter.kind.value,
+        "backend": str(adapter.kind),
         "endpoint": endpoint.name,
         "request_id": _request_id(adapter, headers) if headers is not None else None,
         "retry_after": parse_retry_after(headers) if headers is not None else None,
@@ -183,7 +183,7 @@ def _map_httpx_error(
     exc: Exception, adapter: BackendAdapter, endpoint: EndpointSpec
 ) -> AirframeError:
     """Translate a foreign exception into the taxonomy (the one place that does it)."""
-    where: dict[str, Any] = {"backend": adapter.kind.value, "endpoint": endpoint.name}
+    where: dict[str, Any] = {"backend": str(adapter.kind), "endpoint": endpoint.name}
     if isinstance(exc, AirframeError):
         return _fill(exc, adapter, endpoint)
     if isinstance(exc, httpx.TimeoutException):
@@ -251,7 +251,7 @@ async def send_json(
         if deadline is None:
             deadline = attempt_deadline
         info = AttemptInfo(
-            attempt, adapter.kind.value, endpoint.name, wire.method, str(request.url), False
+            attempt, str(adapter.kind), endpoint.name, wire.method, str(request.url), False
         )
         if hooks is not None:
             hooks.on_attempt_start(info)
@@ -321,7 +321,7 @@ def _unexpected_body(
     return ProtocolError(
         f"expected {expected} but got {ctype} (HTTP {response.status_code}): {snippet!r}",
         status_code=response.status_code,
-        backend=adapter.kind.value,
+        backend=str(adapter.kind),
         endpoint=endpoint.name,
         request_id=_request_id(adapter, response.headers),
     )
@@ -373,7 +373,7 @@ async def stream_events(
         if deadline is None:
             deadline = attempt_deadline
         info = AttemptInfo(
-            attempt, adapter.kind.value, endpoint.name, wire.method, str(request.url), True
+            attempt, str(adapter.kind), endpoint.name, wire.method, str(request.url), True
         )
         if hooks is not None:
             hooks.on_attempt_start(info)
@@ -423,7 +423,7 @@ async def stream_events(
             if not parser.done:
                 raise ProtocolError(
                     "stream ended without its terminator (truncated response)",
-                    backend=adapter.kind.value,
+                    backend=str(adapter.kind),
                     endpoint=endpoint.name,
                     request_id=_request_id(adapter, headers),
                 )

@@ -12,11 +12,13 @@ from typing import Any
 from airframe import BackendKind
 
 from .fallback import RouteCapabilities
+from .nodes import NodePool
 from .providers.base import LLMProvider
 from .providers.mock import MockProvider
 from .providers.remote import AirframeProvider
 from .routing import Route, resolve_agent
 from .settings import AvionicsSettings
+from .state import build_shared_state
 
 __all__ = [
     "LLMFactory",
@@ -46,6 +48,8 @@ class LLMFactory:
         self.node_profiles = node_profiles
         self._providers: dict[str, LLMProvider] = {}
         self._registered: dict[str, LLMProvider] = {}
+        #: Breaker store of built providers' node pools: per process, or shared ([state]).
+        self.shared = build_shared_state(settings)
 
     def register(self, name: str, provider: LLMProvider) -> None:
         """Use `provider` for settings name `name` (tests, MockProvider, custom providers)."""
@@ -74,7 +78,21 @@ class LLMFactory:
             from .providers.llamacpp import LlamaCppProvider
 
             return LlamaCppProvider.from_settings(name, ps)
-        return AirframeProvider(name, ps.endpoints(name), default_model=ps.default_model)
+        provider = AirframeProvider(
+            name,
+            ps.endpoints(name),
+            default_model=ps.default_model,
+            cooldown=self.settings.gateway.node_cooldown,
+        )
+        if self.shared.breakers is not None:  # breakers shared across processes
+            pool = provider.pool
+            provider.pool = NodePool(
+                pool.nodes,
+                failure_threshold=pool.failure_threshold,
+                cooldown=pool.cooldown,
+                store=self.shared.breakers,
+            )
+        return provider
 
     def get_provider_for_agent(self, agent_name: str, use_cache: bool = True) -> LLMProvider:
         """The provider of the agent's primary route."""
@@ -88,8 +106,13 @@ class LLMFactory:
         self._providers = dict(self._registered)
 
     def mark_node_healthy(self, node_name: str, is_healthy: bool) -> None:
-        """Open or close the breaker of a node ("provider/host:port" or its base URL)."""
-        for provider in self._providers.values():
+        """Close (healthy) or open (unhealthy) the breaker of a node, named "provider/host:port"
+        or by its base URL. Providers not built yet are built to find it."""
+        candidates = list(self._providers.values())
+        owner = node_name.split("/", 1)[0]
+        if owner in self.settings.providers and owner not in self._providers:
+            candidates.append(self.provider(owner))
+        for provider in candidates:
             pool = getattr(provider, "pool", None)
             if pool is None:
                 continue
@@ -98,25 +121,25 @@ class LLMFactory:
                 return
             except KeyError:
                 continue
-        raise KeyError(f"no built provider has a node named {node_name!r}")
+        raise KeyError(f"no provider has a node named {node_name!r}")
 
     def capabilities(self, route: Route, provider: LLMProvider) -> RouteCapabilities:
-        """What a route can do: its protocol's limits, narrowed by settings for its model."""
-        adapter = getattr(provider, "adapter", None)
-        proto = getattr(adapter, "capabilities", None)
-        model_caps = self.settings.capabilities.get(route.model or "") if route.model else None
-        ps = self.settings.providers.get(route.provider)
+        """What a route can do: its protocol's limits, narrowed by settings for its model
+        (`capabilities["provider/model"]` or `["model"]`, the provider's `context_window`)."""
+        proto = provider.protocol_capabilities()
+        caps = route.capabilities
 
-        def pick(name: str) -> bool:
-            value = getattr(model_caps, name, None) if model_caps is not None else None
-            if value is not None:
-                return bool(value)
-            return bool(getattr(proto, name, True))
+        def pick(name: str) -> bool:  # the protocol's limits are hard; settings only narrow
+            value = getattr(caps, name, None)
+            return bool(getattr(proto, name, True)) and (value is None or bool(value))
 
-        window = getattr(model_caps, "context_window", None) if model_caps is not None else None
-        if window is None and ps is not None:
-            window = getattr(ps, "context_window", None)
-        return RouteCapabilities(pick("vision"), pick("tools"), pick("json_schema"), window)
+        return RouteCapabilities(
+            vision=pick("vision"),
+            tools=pick("tools"),
+            json_schema=pick("json_schema"),
+            context_window=caps.context_window,
+            image_urls=bool(getattr(proto, "image_urls", True)),
+        )
 
     def all_providers(self) -> dict[str, LLMProvider]:
         for name in self.settings.providers:

@@ -3,7 +3,17 @@
 A node that fails with a node-level error (connection, timeout, server, overloaded) counts a
 failure; `failure_threshold` consecutive failures open its breaker for `cooldown` seconds. After the
 cooldown one request is let through (half-open probe): success closes the breaker, failure opens it
-again. A health check that succeeds closes it at once.
+again. A probe whose caller gave up (cancelled, stream closed early) gives no verdict: the next
+request probes instead; a probe unanswered for another `cooldown` is presumed lost (a crashed
+process holding it in a shared store) and another one is let through. A health check that
+succeeds closes the breaker at once; one that fails opens it.
+
+    node = pool.acquire()               # least in flight among available nodes; in_flight += 1
+    try: ...                            # the call
+    finally: pool.release(node, category)   # in_flight -= 1; None = success
+
+`pick` chooses without side effects; `acquire`/`release` are what a call uses. `clock` is a public
+attribute so tests can move time.
 
 Breaker state lives behind `BreakerStore` so several processes can share it (the Redis store).
 """
@@ -15,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from airframe import EndpointSpec, ErrorCategory
+from airframe import AirframeError, EndpointSpec, ErrorCategory
 
 __all__ = [
     "NODE_FAILURES",
@@ -25,6 +35,7 @@ __all__ = [
     "NoHealthyNodeError",
     "Node",
     "NodePool",
+    "node_category",
 ]
 
 NODE_FAILURES = frozenset(
@@ -35,6 +46,13 @@ NODE_FAILURES = frozenset(
         ErrorCategory.OVERLOADED,
     }
 )
+
+
+def node_category(error: AirframeError) -> ErrorCategory:
+    """The category a node's breaker judges: an interrupted stream counts as what broke it."""
+    if error.category is ErrorCategory.INTERRUPTED and isinstance(error.__cause__, AirframeError):
+        return error.__cause__.category
+    return error.category
 
 
 @dataclass(slots=True)
@@ -96,35 +114,69 @@ class NodePool:
         self.failure_threshold = failure_threshold
         self.cooldown = cooldown
         self._store: BreakerStore = store or MemoryBreakerStore()
-        self._clock = clock
+        self.clock = clock
 
     def _available(self, node: Node, now: float) -> bool:
         state = self._store.get(node.name)
         if state.opened_at is None:
             return True
-        return now - state.opened_at >= self.cooldown and not state.probing
+        elapsed = now - state.opened_at
+        if state.probing:  # one probe at a time, unless it looks lost
+            return elapsed >= 2 * self.cooldown
+        return elapsed >= self.cooldown
 
-    def pick(self, exclude: Sequence[str] = ()) -> Node:
-        """The available node with the fewest requests in flight (first listed on ties)."""
+    def _choose(self, exclude: Sequence[str]) -> Node | None:
         if len(self.nodes) == 1 and not exclude:
             node = self.nodes[0]
             if self._store.get(node.name).opened_at is None:
                 return node
-        now = self._clock()
+        now = self.clock()
         best: Node | None = None
         for node in self.nodes:
             if node.name in exclude or not self._available(node, now):
                 continue
             if best is None or node.in_flight < best.in_flight:
                 best = node
+        return best
+
+    def has_available(self, exclude: Sequence[str] = ()) -> bool:
+        """Whether `pick(exclude)` would find a node."""
+        return self._choose(exclude) is not None
+
+    def pick(self, exclude: Sequence[str] = ()) -> Node:
+        """The available node with the fewest requests in flight (first listed on ties).
+
+        No side effects: `acquire` is what a call uses."""
+        best = self._choose(exclude)
         if best is None:
             names = ", ".join(n.name for n in self.nodes)
             raise NoHealthyNodeError(f"every node is cooling down after failures: {names}")
-        state = self._store.get(best.name)
-        if state.opened_at is not None:  # half-open: this request is the probe
-            state.probing = True
-            self._store.put(best.name, state)
         return best
+
+    def acquire(self, exclude: Sequence[str] = ()) -> Node:
+        """`pick`, then count the call in flight (and make it the probe of a half-open node).
+        Pair with `release`."""
+        node = self.pick(exclude)
+        node.in_flight += 1
+        state = self._store.get(node.name)
+        if state.opened_at is not None:  # half-open: this request is the probe
+            self._store.put(node.name, BreakerState(state.failures, state.opened_at, True))
+        return node
+
+    def release(
+        self, node: Node, error: ErrorCategory | None = None, *, completed: bool = True
+    ) -> None:
+        """End a call started with `acquire`: feed its outcome to the breaker (`error` None is a
+        success). `completed=False` (the caller gave up) gives no verdict on the node."""
+        node.in_flight -= 1
+        if not completed:
+            state = self._store.get(node.name)
+            if state.probing:  # let the next request probe instead
+                self._store.put(node.name, BreakerState(state.failures, state.opened_at, False))
+        elif error is None:
+            self.record_success(node)
+        else:
+            self.record_failure(node, error)
 
     def record_success(self, node: Node) -> None:
         state = self._store.get(node.name)
@@ -133,15 +185,14 @@ class NodePool:
 
     def record_failure(self, node: Node, category: ErrorCategory) -> None:
         """Count a failure; only node-level categories (not bad requests) trip the breaker."""
-        state = self._store.get(node.name)
-        if category not in NODE_FAILURES:
-            if state.probing:  # the probe reached a working server
-                self._store.put(node.name, BreakerState())
+        if category not in NODE_FAILURES:  # the node answered: as good as a success
+            self.record_success(node)
             return
+        state = self._store.get(node.name)
         failures = state.failures + 1
         opened = state.opened_at
         if state.probing or failures >= self.failure_threshold:
-            opened = self._clock()
+            opened = self.clock()
         self._store.put(node.name, BreakerState(failures, opened, False))
 
     def mark(self, node_name: str, healthy: bool) -> None:
@@ -152,7 +203,7 @@ class NodePool:
                     self._store.put(node.name, BreakerState())
                 else:
                     self._store.put(
-                        node.name, BreakerState(self.failure_threshold, self._clock(), False)
+                        node.name, BreakerState(self.failure_threshold, self.clock(), False)
                     )
                 return
         raise KeyError(f"no node named {node_name!r}; nodes: {[n.name for n in self.nodes]}")
@@ -162,4 +213,6 @@ class NodePool:
         st = self._store.get(node.name)
         if st.opened_at is None:
             return "closed"
-        return "half_open" if self._clock() - st.opened_at >= self.cooldown else "open"
+        if st.probing or self.clock() - st.opened_at >= self.cooldown:
+            return "half_open"
+        return "open"

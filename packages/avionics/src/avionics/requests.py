@@ -179,9 +179,21 @@ def for_route(
 
 
 def needs_of(request: InferenceRequest) -> Needs:
+    """The capabilities a route needs to serve `request`."""
     fmt = request.response_format
     return Needs(
         vision=request.has_images(),
         tools=bool(request.tools),
         json_schema=fmt is not None and fmt.type == "json_schema",
+        image_urls=_has_remote_image(request),
     )
+
+
+def _has_remote_image(request: InferenceRequest) -> bool:
+    for message in request.messages:
+        if isinstance(message.content, str):
+            continue
+        for part in message.content:
+            if isinstance(part, ImagePart) and part.url and not part.url.startswith("data:"):
+                return True
+    return False

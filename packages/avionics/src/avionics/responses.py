@@ -16,8 +16,12 @@ __all__ = ["LLMResponse", "StreamingChunk"]
 class LLMResponse:
     """One gateway call's answer. `metadata["attempts"]` lists every attempt (ledger rows).
 
-    `cost_usd` is a float view of `cost` (exact `Decimal`); both are None when a model's price is
-    unknown. Token counts a backend did not report are 0 here; `usage` keeps None for unknown.
+    `tokens_used`, `prompt_tokens`, `completion_tokens` and `cost` are the whole call's: the sums
+    of its ledger rows, failed and interrupted attempts included, so they agree with the ledger
+    (and, for `chat_with_tools`, with every turn). `usage` is the answering attempt's own report
+    (None-preserving: a count the backend did not report is None there, 0 in the sums).
+    `cost_usd` is a float view of `cost` (exact `Decimal`); both are None when any attempt's cost
+    is unknown (an unpriced model), never a guess.
     """
 
     text: str

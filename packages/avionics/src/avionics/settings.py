@@ -16,19 +16,14 @@ and never appear in `repr`, `str` or error text.
 
 from __future__ import annotations
 
-import difflib
 import os
-import re
 import tomllib
-import types
-from collections.abc import Callable, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from decimal import Decimal
-from enum import Enum
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
 
 import pydantic_settings
@@ -45,7 +40,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticUndefined
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -54,6 +48,18 @@ from pydantic_settings import (
 )
 
 from airframe import BackendKind, EndpointSpec, ErrorCategory, RetryPolicy, Timeouts
+
+from ._settings_errors import (
+    SettingsError,
+    SettingsIssue,
+    _AliasCycleError,
+    _case_collisions,
+    _key,
+    _settings_error,
+    _unknown,
+    _with_env,
+    did_you_mean,
+)
 
 __all__ = [
     "AgentSettings",
@@ -94,73 +100,6 @@ _KIND_ALIASES: dict[str, BackendKind] = {
     "llama-server": BackendKind.LLAMA_SERVER,
     "azure": BackendKind.AZURE_OPENAI,
 }
-
-
-# --------------------------------------------------------------------------------------- errors
-
-
-@dataclass(frozen=True, slots=True)
-class SettingsIssue:
-    """One problem: the key path, what is wrong, how to fix it, and the env var that set it."""
-
-    key: str
-    problem: str
-    fix: str = ""
-    env_var: str | None = None
-
-    def __str__(self) -> str:
-        where = f"{self.key} (set by {self.env_var})" if self.env_var else self.key
-        text = f"{where}: {self.problem}" if where else self.problem
-        return f"{text}. Fix: {self.fix}" if self.fix else text
-
-
-class SettingsError(ValueError):
-    """Invalid or incomplete avionics settings. `issues` lists every problem found."""
-
-    def __init__(
-        self,
-        issues: str | SettingsIssue | Sequence[SettingsIssue],
-        *,
-        source: Path | None = None,
-    ) -> None:
-        if isinstance(issues, str):  # a plain message (also what unpickling passes back)
-            issues = SettingsIssue("", issues)
-        self.issues: tuple[SettingsIssue, ...] = (
-            (issues,) if isinstance(issues, SettingsIssue) else tuple(issues)
-        )
-        self.source = source
-        super().__init__(self._render())
-
-    def _render(self) -> str:
-        where = f" in {self.source}" if self.source else ""
-        if len(self.issues) == 1:
-            prefix = f"invalid avionics settings{where}: " if self.source else ""
-            return prefix + str(self.issues[0])
-        lines = [f"invalid avionics settings{where} ({len(self.issues)} problems):"]
-        lines += [f"  - {issue}" for issue in self.issues]
-        return "\n".join(lines)
-
-    def one_line(self) -> str:
-        """The whole error on one line (for CLIs)."""
-        where = f"invalid avionics settings in {self.source}: " if self.source else ""
-        return where + "; ".join(str(issue) for issue in self.issues)
-
-
-class _AliasCycleError(SettingsError):
-    def __init__(self, issue: SettingsIssue, members: frozenset[str]) -> None:
-        super().__init__(issue)
-        self.members = members
-
-
-def did_you_mean(word: str, candidates: Sequence[str] | Any) -> str:
-    """` (did you mean 'x'?)` for the closest candidate, or an empty string."""
-    close = difflib.get_close_matches(word, [str(c) for c in candidates], n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _choices(names: Any) -> str:
-    listed = ", ".join(sorted(str(n) for n in names))
-    return listed or "(none defined)"
 
 
 # ------------------------------------------------------------------------------------- sections
@@ -512,7 +451,8 @@ class StateSettings(_Section):
     redis_url: SecretStr | None = None
     """redis://host:6379/0 for backend = 'redis'; may hold a password, so it is secret."""
     fail_mode: Literal["closed", "open"] = "closed"
-    """When Redis is unreachable: `closed` refuses calls, `open` allows them unchecked."""
+    """When Redis is unreachable: `closed` refuses calls (naming the URL); `open` falls back to
+    per-process limits and budgets, with one warning per outage."""
     key_prefix: str = "avionics:"
     """Prefix of every Redis key."""
 
@@ -822,130 +762,6 @@ class AvionicsSettings(BaseSettings):
         return issues
 
 
-# ------------------------------------------------------------------------------- error helpers
-
-
-def _key(part: str | int) -> str:
-    if isinstance(part, int):
-        return f"[{part}]"
-    return part if re.fullmatch(r"[A-Za-z0-9_-]+", part) else f'"{part}"'
-
-
-def _join(loc: Sequence[str | int]) -> str:
-    text = ""
-    for part in loc:
-        piece = _key(part)
-        text += piece if piece.startswith("[") or not text else "." + piece
-    return text
-
-
-def _unknown(what: str, name: str, defined: Any, key: str) -> SettingsIssue:
-    return SettingsIssue(
-        key,
-        f"unknown {what} {name!r}{did_you_mean(name, defined)}",
-        f"use one of the defined {what}s: {_choices(defined)}",
-    )
-
-
-def _case_collisions(section: str, entries: dict[str, Any]) -> list[SettingsIssue]:
-    seen: dict[str, str] = {}
-    issues = []
-    for name in entries:
-        other = seen.setdefault(name.lower(), name)
-        if other != name:
-            issues.append(
-                SettingsIssue(
-                    f"{section}.{_key(name)}",
-                    f"{name!r} and {other!r} differ only in case",
-                    f"use one lowercase name ({name.lower()!r}): env variables address "
-                    "lowercase names",
-                )
-            )
-    return issues
-
-
-def _with_env(issue: SettingsIssue) -> SettingsIssue:
-    """Name the AVIONICS_* variable that set this key (or a parent table), if one did."""
-    parts = [p for p in re.split(r"\.|\[\d+\]", issue.key.replace('"', "")) if p]
-    env = {k.upper(): k for k in os.environ}
-    for length in range(len(parts), 0, -1):
-        name = "AVIONICS_" + "__".join(parts[:length]).upper()
-        if name in env:
-            return replace(issue, env_var=env[name])
-    return issue
-
-
-def _fields_at(loc: Sequence[str | int]) -> list[str]:
-    """Field names of the settings table at `loc`, for did-you-mean on unknown keys."""
-    tp: Any = AvionicsSettings
-    for part in loc:
-        tp = _unwrap(tp)
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
-            field = tp.model_fields.get(str(part))
-            if field is None:
-                return []
-            tp = field.annotation
-        elif get_origin(tp) in (dict, list):
-            tp = get_args(tp)[-1]
-    tp = _unwrap(tp)
-    return list(tp.model_fields) if isinstance(tp, type) and issubclass(tp, BaseModel) else []
-
-
-def _unwrap(tp: Any) -> Any:
-    while True:
-        origin = get_origin(tp)
-        if origin is Annotated:
-            tp = get_args(tp)[0]
-        elif origin in (Union, types.UnionType):
-            members = [a for a in get_args(tp) if a is not type(None)]
-            models = [m for m in members if _is_model(_unwrap(m))]
-            tp = models[0] if models else members[0]
-        else:
-            return tp
-
-
-def _is_model(tp: Any) -> bool:
-    return isinstance(tp, type) and issubclass(tp, BaseModel)
-
-
-_SECRETISH = re.compile(r"api_key|headers|redis_url|secret|password", re.IGNORECASE)
-
-
-def _settings_error(exc: ValidationError, source: Path | None) -> SettingsError:
-    issues: list[SettingsIssue] = []
-    for err in exc.errors(include_url=False):
-        loc = list(err["loc"])
-        if len(loc) >= 3 and loc[0] == "profiles" and loc[2] in ("alias", "profile"):
-            del loc[2]
-        inner = err.get("ctx", {}).get("error")
-        if isinstance(inner, SettingsError):
-            prefix = _join(loc)
-            for issue in inner.issues:
-                key = ".".join(p for p in (prefix, issue.key) if p)
-                issues.append(replace(issue, key=key))
-            continue
-        key = _join(loc)
-        if err["type"] == "extra_forbidden":
-            valid = _fields_at(loc[:-1])
-            issues.append(
-                SettingsIssue(
-                    key,
-                    f"unknown key {str(loc[-1])!r}{did_you_mean(str(loc[-1]), valid)}",
-                    f"remove it; valid keys here: {_choices(valid)}",
-                )
-            )
-            continue
-        if err["type"] == "missing":
-            issues.append(SettingsIssue(key, "required key is missing", f"add {loc[-1]} = ..."))
-            continue
-        value = err.get("input")
-        shown = ""
-        if isinstance(value, str | int | float | bool) and not _SECRETISH.search(key):
-            shown = f" (got {value!r})" if len(repr(value)) <= 60 else ""
-        issues.append(SettingsIssue(key, f"{err['msg']}{shown}", "set a valid value"))
-    return SettingsError([_with_env(issue) for issue in issues], source=source)
-
-
 # ------------------------------------------------------------------------------------ accessors
 
 
@@ -963,162 +779,9 @@ def reload_settings() -> AvionicsSettings:
 
 # ------------------------------------------------------------------------------------ reference
 
-_DOC_INTRO = """\
-# Settings reference
-
-<!-- Generated by avionics.settings.settings_reference_markdown(); a test keeps it equal. -->
-
-avionics reads one settings tree from three places. Highest precedence first:
-
-1. keyword arguments: `AvionicsSettings(agents={...})`;
-2. environment variables: prefix `AVIONICS_`, `__` between levels, case-insensitive, lists and
-   tables as JSON: `AVIONICS_AGENTS__PLANNER__PROFILE=fast`,
-   `AVIONICS_PROVIDERS__LOCAL__NODES='["http://10.0.0.5:8080"]'`;
-3. a TOML file: the one passed to `AvionicsSettings.from_file(path)`, else `$AVIONICS_CONFIG`,
-   else `./avionics.toml` when it exists.
-
-Tables merge key by key across the three, so one variable can change one value of the file.
-Without any file or variable, a `local` llama-server provider at `http://127.0.0.1:8080` and a
-`default` profile pointing at it make `AvionicsSettings()` work offline. `get_settings()` caches
-one instance; `reload_settings()` (or `get_settings.cache_clear()`) drops it. Use lowercase
-names for providers, profiles and agents: environment variables can only address lowercase names.
-
-```toml
-[providers.local]                 # kind: a BackendKind value
-kind = "llama_server"
-nodes = ["http://10.0.0.5:8080", "http://10.0.0.6:8080"]   # or base_url = "..." for one node
-default_model = "qwen2.5-7b"
-[providers.anthropic]
-kind = "anthropic"
-api_key_env = "ANTHROPIC_API_KEY"
-rpm = 50
-tpm = 40000
-[profiles]
-fast = { provider = "local", model = "qwen2.5-7b", temperature = 0.2 }
-smart = { provider = "anthropic", model = "claude-sonnet-4-5" }
-default = "fast"                  # a string is an alias of another profile
-[agents.planner]
-profile = "smart"
-fallbacks = ["fast"]              # profile names, tried in order
-max_tokens = 1024
-budget_usd = 5.0
-```
-
-**Routing.** An agent resolves to its `profile` (aliases followed; cycles are errors), or to
-`provider` + `model`, or, with neither or without an `[agents.NAME]` table, to the `default`
-profile. An agent's `model` replaces the model of its own route only; its parameters (and
-`system`) override the profile's, also on its fallback profiles. The chain is the agent's route, its
-`fallbacks`, then the gateway's fallback providers (`[fallback] providers` unless the gateway is
-given others), each with its `default_model`; a provider/model pair appears once.
-`avionics routes` prints the resolved table (`--json` for scripts).
-
-**Keys.** A provider's key is read from `$api_key_env` when a request first needs it, never at load,
-so a local-only setup needs no key. A cloud provider without its key fails then with an error naming
-the provider, the variable and the fix. For an OpenAI-compatible server that needs no key, set
-`api_key_env = ""`. Keys are secret strings: never in `repr`, logs or errors.
-
-**Errors.** Loading checks everything at once and raises one `SettingsError` (a `ValueError`)
-listing each problem with the file, the key path, the environment variable that set it, and the
-fix: unknown keys (with a did-you-mean), unknown profiles, providers or kinds, alias cycles
-(`a -> b -> a`), a fallback equal to the agent's own profile (unless an `AVIONICS_*` variable moved
-the agent there: the chain then drops the duplicate), `base_url` together with `nodes`.
-"""
-
-_SECTIONS: list[tuple[str, type[BaseModel], str]] = [
-    ("Top level", AvionicsSettings, ""),
-    ("[providers.NAME]", ProviderSettings, "PROVIDERS__<NAME>__"),
-    ("[providers.NAME.timeouts]", TimeoutSettings, "PROVIDERS__<NAME>__TIMEOUTS__"),
-    ("[providers.NAME.retry]", RetrySettings, "PROVIDERS__<NAME>__RETRY__"),
-    ("[profiles.NAME]", ProfileSettings, "PROFILES__<NAME>__"),
-    ("[agents.NAME]", AgentSettings, "AGENTS__<NAME>__"),
-    ('[pricing."PROVIDER/MODEL"]', PriceOverride, ""),
-    ('[capabilities."MODEL"]', ModelCapabilities, ""),
-    ("[fallback]", FallbackSettings, "FALLBACK__"),
-    ("[observability]", ObservabilitySettings, "OBSERVABILITY__"),
-    ("[state]", StateSettings, "STATE__"),
-    ("[gateway]", GatewaySettings, "GATEWAY__"),
-]
-
-_SCALARS: dict[Any, str] = {
-    str: "string",
-    int: "integer",
-    float: "float",
-    bool: "boolean",
-    Decimal: "decimal",
-    SecretStr: "secret string",
-    Any: "any",
-}
-
-
-def _type_doc(tp: Any) -> str:
-    origin, args = get_origin(tp), get_args(tp)
-    if origin is Annotated:
-        return _type_doc(args[0])
-    if origin in (Union, types.UnionType):
-        if any(_unwrap(a) is ProfileSettings for a in args):
-            return "[profiles.NAME] or alias string"
-        return " or ".join(_type_doc(a) for a in args if a is not type(None))
-    if origin is Literal:
-        return " or ".join(f'"{a}"' for a in args)
-    if origin is list:
-        return f"list of {_type_doc(args[0])}"
-    if origin is dict:
-        return f"table of {_type_doc(args[1])}"
-    if isinstance(tp, type) and issubclass(tp, Enum):
-        return " or ".join(f'"{m.value}"' for m in tp)
-    if _is_model(tp):
-        return next((title for title, model, _ in _SECTIONS if model is tp), "table")
-    return _SCALARS.get(tp, getattr(tp, "__name__", str(tp)))
-
-
-def _value_doc(value: Any) -> str:
-    if value is None:
-        return "unset"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, Enum):
-        return f'"{value.value}"'
-    if isinstance(value, str):
-        return f'"{value}"'
-    if isinstance(value, list):
-        return "[" + ", ".join(_value_doc(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{}" if not value else "{...}"
-    if isinstance(value, BaseModel):
-        return "see its section"
-    return str(value)
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
 
 def settings_reference_markdown() -> str:
-    """The settings reference (docs/settings.md), generated from the models so it stays true."""
-    out = [_DOC_INTRO]
-    for title, model, env in _SECTIONS:
-        doc = (model.__doc__ or "").strip().splitlines()[0]
-        out += [f"## {title}", "", doc, ""]
-        header = "| Key | Type | Default | Description |"
-        rule = "|---|---|---|---|"
-        if env:
-            header, rule = header[:-1] + "| Environment variable |", rule + "---|"
-        out += [header, rule]
-        for name, field in model.model_fields.items():
-            extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-            if "doc_default" in extra:
-                default = str(extra["doc_default"])
-            elif field.default_factory is not None:
-                factory: Callable[[], Any] = field.default_factory  # type: ignore[assignment]
-                default = _value_doc(factory())
-            elif field.default is PydanticUndefined:
-                default = "required"
-            else:
-                default = _value_doc(field.default)
-            desc = " ".join((field.description or "").split())
-            row = [f"`{name}`", _type_doc(field.annotation), default, desc]
-            if env:
-                row.append(f"`AVIONICS_{env}{name.upper()}`")
-            out.append("| " + " | ".join(_cell(c) for c in row) + " |")
-        out.append("")
-    return "\n".join(out)
+    """The settings reference (`docs/settings.md`), generated from these models."""
+    from .settings_reference import render_reference
+
+    return render_reference()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from decimal import Decimal
@@ -21,7 +22,12 @@ __all__ = ["ToolLoopError", "run_tool_loop"]
 
 
 class ToolLoopError(RuntimeError):
-    """A tool handler failed and `raise_on_tool_error=True`, or a tool has no handler."""
+    """A tool handler failed and `raise_on_tool_error=True` (the handler's exception is the
+    `__cause__`), or the model called a tool that has no handler (with the same flag)."""
+
+    def __init__(self, message: str, tool: str) -> None:
+        super().__init__(message)
+        self.tool = tool
 
 
 async def _run_handler(handler: Callable[..., Any], call: ToolCall) -> Any:
@@ -40,6 +46,26 @@ def _as_text(value: Any) -> str:
         return str(value)
 
 
+async def _tool_result(
+    call: ToolCall, tool_handlers: Mapping[str, Callable[..., Any]], raise_on_tool_error: bool
+) -> dict[str, Any]:
+    """Run one requested tool; a failure becomes an error text for the model (or raises)."""
+    handler = tool_handlers.get(call.name)
+    try:
+        if handler is None:
+            raise LookupError(
+                f"no handler is registered for tool {call.name!r} "
+                f"(handlers: {', '.join(sorted(tool_handlers)) or 'none'})"
+            )
+        return {"id": call.id, "name": call.name, "ok": True,
+                "output": _as_text(await _run_handler(handler, call))}  # fmt: skip
+    except Exception as exc:
+        if raise_on_tool_error:
+            raise ToolLoopError(f"tool {call.name!r} failed: {exc}", call.name) from exc
+        output = f"error: {type(exc).__name__}: {exc}"
+        return {"id": call.id, "name": call.name, "ok": False, "output": output}
+
+
 async def run_tool_loop(
     gateway: LLMGateway,
     messages: Sequence[Message | Mapping[str, Any]],
@@ -49,57 +75,44 @@ async def run_tool_loop(
     raise_on_tool_error: bool,
     kwargs: Mapping[str, Any],
 ) -> LLMResponse:
+    """Call the model, run the tools it asks for, feed the results back; at most
+    `max_iterations` model calls. Tools requested by the last allowed call are not run: the
+    response keeps them in `tool_calls` with `metadata["max_iterations_reached"] = True`."""
     if max_iterations < 1:
         raise ValueError("max_iterations must be at least 1")
+    started = time.perf_counter()
     history = to_messages(messages)
     turns: list[LLMResponse] = []
     tool_results: list[dict[str, Any]] = []
-    response: LLMResponse | None = None
     for _ in range(max_iterations):
         response = await gateway.complete(messages=history, tools=tools, **kwargs)
         turns.append(response)
-        if not response.tool_calls:
+        if not response.tool_calls or len(turns) == max_iterations:
             break
         history.append(Message.assistant(response.text, response.tool_calls))
         for call in response.tool_calls:
-            handler = tool_handlers.get(call.name)
-            try:
-                if handler is None:
-                    raise ToolLoopError(
-                        f"model called tool {call.name!r} but no handler is registered "
-                        f"(handlers: {sorted(tool_handlers)})"
-                    )
-                output = _as_text(await _run_handler(handler, call))
-                ok = True
-            except Exception as exc:
-                if raise_on_tool_error:
-                    raise
-                output = f"error: {type(exc).__name__}: {exc}"
-                ok = False
-            tool_results.append({"id": call.id, "name": call.name, "ok": ok, "output": output})
-            history.append(Message.tool(output, call.id, call.name))
-    assert response is not None
-    return _combined(response, turns, tool_results, hit_limit=bool(response.tool_calls))
+            result = await _tool_result(call, tool_handlers, raise_on_tool_error)
+            tool_results.append(result)
+            history.append(Message.tool(result["output"], call.id, call.name))
+    return _combined(turns, tool_results, (time.perf_counter() - started) * 1000.0)
 
 
 def _combined(
-    last: LLMResponse,
-    turns: list[LLMResponse],
-    tool_results: list[dict[str, Any]],
-    *,
-    hit_limit: bool,
+    turns: list[LLMResponse], tool_results: list[dict[str, Any]], latency_ms: float
 ) -> LLMResponse:
-    costs = [t.cost for t in turns]
-    total: Decimal | None = (
-        None if any(c is None for c in costs) else sum((c for c in costs if c), Decimal(0))
-    )
+    """The last turn's answer with tokens and cost summed over every turn (and so over every
+    ledger row of the loop); `metadata["turns"]` counts the model calls."""
+    last = turns[-1]
+    total: Decimal | None = Decimal(0)
+    for turn in turns:
+        total = None if total is None or turn.cost is None else total + turn.cost
     prompt = sum(t.prompt_tokens for t in turns)
     completion = sum(t.completion_tokens for t in turns)
     metadata = dict(last.metadata)
     metadata.update(
         turns=len(turns),
         tool_results=tool_results,
-        max_iterations_reached=hit_limit,
+        max_iterations_reached=bool(last.tool_calls),
         attempts=[a for t in turns for a in t.metadata.get("attempts", [])],
     )
     return replace(
@@ -107,7 +120,7 @@ def _combined(
         tokens_used=prompt + completion,
         prompt_tokens=prompt,
         completion_tokens=completion,
-        latency_ms=sum(t.latency_ms for t in turns),
+        latency_ms=latency_ms,
         cost=total,
         cost_usd=float(total) if total is not None else None,
         metadata=metadata,

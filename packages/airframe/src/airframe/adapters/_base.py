@@ -108,7 +108,7 @@ NO_EVENTS: tuple[InferenceStreamEvent, ...] = ()
 class BackendAdapter(ABC):
     """One wire dialect. Stateless: one instance serves every endpoint of its kind."""
 
-    kind: ClassVar[BackendKind]
+    kind: ClassVar[BackendKind | str]  # a plug-in adapter uses its entry-point name
     stream_format: ClassVar[StreamFormat] = StreamFormat.SSE
     capabilities: ClassVar[Capabilities] = Capabilities()
     request_id_headers: ClassVar[tuple[str, ...]] = ("x-request-id",)
@@ -178,7 +178,7 @@ class BackendAdapter(ABC):
                 )
         if problem:
             raise BadRequestError(
-                problem, backend=self.kind.value, endpoint=endpoint.name, status_code=None
+                problem, backend=str(self.kind), endpoint=endpoint.name, status_code=None
             )
 
     async def infer(

@@ -28,7 +28,7 @@ from typing import Any
 from .._config import BackendKind, EndpointSpec
 from .._errors import BadRequestError, ErrorCategory
 from .._retry import status_category
-from .._streams import SSEEvent
+from .._streams import SSEEvent, event_json
 from .._transport import inband_error
 from .._types import (
     FinishReason,
@@ -479,7 +479,7 @@ class AnthropicStreamParser(StreamParser):
             except ValueError:
                 payload = None
             raise inband_error(self._adapter, self._endpoint, payload, data)
-        chunk = json.loads(data)
+        chunk = event_json(data)
         if not name:
             name = chunk.get("type") or ""
         if name == "content_block_delta":

@@ -14,7 +14,7 @@ from typing import Any
 from .._config import BackendKind, EndpointSpec
 from .._errors import ErrorCategory
 from .._retry import status_category
-from .._streams import SSEEvent
+from .._streams import SSEEvent, event_json
 from .._transport import inband_error
 from .._types import (
     FinishReason,
@@ -343,7 +343,7 @@ class OpenAIStreamParser(StreamParser):
             return self._flush_calls()
         if item.event == "error":  # llama.cpp's older `error: {...}` SSE field
             raise inband_error(self._adapter, self._endpoint, _error_payload(data))
-        chunk = json.loads(data)
+        chunk = event_json(data)
         if "error" in chunk:
             raise inband_error(self._adapter, self._endpoint, chunk, data)
         return self.feed_chunk(chunk)
@@ -363,16 +363,18 @@ class OpenAIStreamParser(StreamParser):
                 if content:
                     self._text.append(content)
                     out = [InferenceStreamEvent(StreamEventType.TOKEN, content)]
-                thinking = delta.get("reasoning_content") or delta.get("reasoning")
-                if thinking:
-                    self._reasoning.append(thinking)
-                    ev = InferenceStreamEvent(StreamEventType.REASONING, thinking)
-                    out = [ev] if out is None else [*out, ev]
-                refusal = delta.get("refusal")
-                if refusal:
-                    self._refusal.append(refusal)
-                if delta.get("tool_calls"):
-                    self._add_call_deltas(delta["tool_calls"])
+                # The usual delta is {"content": "..."} alone: nothing else to look for.
+                if not content or len(delta) > 1:
+                    thinking = delta.get("reasoning_content") or delta.get("reasoning")
+                    if thinking:
+                        self._reasoning.append(thinking)
+                        ev = InferenceStreamEvent(StreamEventType.REASONING, thinking)
+                        out = [ev] if out is None else [*out, ev]
+                    refusal = delta.get("refusal")
+                    if refusal:
+                        self._refusal.append(refusal)
+                    if delta.get("tool_calls"):
+                        self._add_call_deltas(delta["tool_calls"])
             finish = choice.get("finish_reason")
             if finish:
                 self._finish = finish

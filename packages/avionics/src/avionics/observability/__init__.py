@@ -1,5 +1,24 @@
-"""Telemetry of gateway calls: OpenTelemetry spans and metrics, structlog events."""
+"""Telemetry of gateway calls: OpenTelemetry GenAI spans and metrics, structlog events.
 
+The library side (`Telemetry`, used by `LLMGateway`) depends on `opentelemetry-api` only and costs
+next to nothing until the application configures an SDK. The application side (`configure`,
+`configure_logging`, the `redact_secrets` / `add_trace_context` processors) is for apps and demos;
+`configure` needs the `otel` extra. Every emitted name is in `avionics.observability.semconv`.
+See docs/observability.md.
+"""
+
+from . import semconv
+from .app import ObservabilityHandle, configure, configure_logging
+from .logs import add_trace_context, redact_secrets
 from .telemetry import CallTelemetry, Telemetry
 
-__all__ = ["CallTelemetry", "Telemetry"]
+__all__ = [
+    "CallTelemetry",
+    "ObservabilityHandle",
+    "Telemetry",
+    "add_trace_context",
+    "configure",
+    "configure_logging",
+    "redact_secrets",
+    "semconv",
+]

@@ -95,11 +95,33 @@ class LLMProvider(ABC):
         """Whether the provider answers (every node is checked; one healthy node suffices)."""
 
     def pick_node(self, exclude: Sequence[str] = ()) -> Node | None:
-        """The node for the next call (None for providers without nodes)."""
+        """The node the next call would use (None for providers without nodes). No side
+        effects; a call uses `acquire_node` / `release_node`."""
         return None
+
+    def has_node(self, exclude: Sequence[str] = ()) -> bool:
+        """Whether a node outside `exclude` is available (always True without nodes)."""
+        return True
+
+    def acquire_node(self, exclude: Sequence[str] = ()) -> Node | None:
+        """Choose a node for one call and count it in flight; pair with `release_node`.
+
+        Raises `avionics.nodes.NoHealthyNodeError` when every node is cooling down."""
+        return None
+
+    def release_node(  # noqa: B027
+        self, node: Node | None, error_category: Any = None, *, completed: bool = True
+    ) -> None:
+        """End a call on `node`: its outcome feeds the node's circuit breaker (`error_category`
+        None is a success; `completed=False` means the caller gave up: no verdict)."""
 
     def record_outcome(self, node: Node | None, error_category: Any = None) -> None:  # noqa: B027
         """Feed a call's outcome to the node's circuit breaker (no-op without nodes)."""
+
+    def protocol_capabilities(self) -> Any:
+        """What the wire protocol can carry (an object with `vision`, `tools`, `json_schema`,
+        `image_urls`), or None when it carries everything."""
+        return None
 
     @property
     def supports_streaming(self) -> bool:

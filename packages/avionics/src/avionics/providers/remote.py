@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Sequence
+from dataclasses import replace
 from typing import Any
 
 from airframe import (
@@ -23,7 +24,7 @@ from airframe import (
     get_adapter,
 )
 
-from ..nodes import Node, NodePool, NoHealthyNodeError
+from ..nodes import Node, NodePool, NoHealthyNodeError, node_category
 from .base import LLMProvider
 
 __all__ = [
@@ -39,12 +40,19 @@ LOCAL_KINDS = frozenset({BackendKind.LLAMA_SERVER, BackendKind.OLLAMA})
 
 
 def _node_name(provider: str, endpoint: EndpointSpec) -> str:
+    if endpoint.name:
+        return endpoint.name
     host = endpoint.base_url.split("://", 1)[-1].split("/", 1)[0]
     return f"{provider}/{host}"
 
 
 class AirframeProvider(LLMProvider):
-    """A provider whose calls go through an airframe adapter to one or more nodes."""
+    """A provider whose calls go through an airframe adapter to one or more nodes.
+
+    `infer` / `stream` without `node=` choose a node themselves (least in flight, breakers
+    honoured) and report the outcome to it. With `node=` (the gateway, which holds the node
+    through `acquire_node` / `release_node`) they only make the call.
+    """
 
     def __init__(
         self,
@@ -53,6 +61,7 @@ class AirframeProvider(LLMProvider):
         *,
         default_model: str | None = None,
         pool: NodePool | None = None,
+        cooldown: float | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError(f"provider {name!r} needs at least one endpoint")
@@ -60,12 +69,15 @@ class AirframeProvider(LLMProvider):
         if len(kinds) != 1:
             raise ValueError(f"provider {name!r} mixes backend kinds: {sorted(kinds)}")
         self.name = name
-        self.backend_kind: BackendKind = endpoints[0].backend_kind
-        self.kind = self.backend_kind.value
+        self.backend_kind: BackendKind | str = endpoints[0].backend_kind
+        self.kind = str(self.backend_kind)
         self.local = self.backend_kind in LOCAL_KINDS
         self.default_model = default_model
         self.adapter: BackendAdapter = get_adapter(self.backend_kind)
-        self.pool = pool or NodePool([Node(_node_name(name, e), e) for e in endpoints])
+        if pool is None:
+            nodes = [Node(_node_name(name, e), e) for e in endpoints]
+            pool = NodePool(nodes) if cooldown is None else NodePool(nodes, cooldown=cooldown)
+        self.pool = pool
 
     @property
     def endpoints(self) -> list[EndpointSpec]:
@@ -77,6 +89,19 @@ class AirframeProvider(LLMProvider):
         except NoHealthyNodeError as exc:
             raise ConnectionError(str(exc), backend=self.kind, endpoint=self.name) from None
 
+    def has_node(self, exclude: Sequence[str] = ()) -> bool:
+        return self.pool.has_available(exclude)
+
+    def acquire_node(self, exclude: Sequence[str] = ()) -> Node:
+        return self.pool.acquire(exclude)
+
+    def release_node(
+        self, node: Node | None, error_category: Any = None, *, completed: bool = True
+    ) -> None:
+        if node is not None:
+            category = None if error_category is None else ErrorCategory(error_category)
+            self.pool.release(node, category, completed=completed)
+
     def record_outcome(self, node: Node | None, error_category: Any = None) -> None:
         if node is None:
             return
@@ -85,12 +110,19 @@ class AirframeProvider(LLMProvider):
         else:
             self.pool.record_failure(node, ErrorCategory(error_category))
 
+    def protocol_capabilities(self) -> Any:
+        return self.adapter.capabilities_for(self.pool.nodes[0].endpoint)
+
     def _request(self, request: InferenceRequest) -> InferenceRequest:
         if request.model is None and self.default_model is not None:
-            from dataclasses import replace
-
             return replace(request, model=self.default_model)
         return request
+
+    def _lease(self) -> Node:
+        try:
+            return self.pool.acquire()
+        except NoHealthyNodeError as exc:
+            raise ConnectionError(str(exc), backend=self.kind, endpoint=self.name) from None
 
     async def infer(
         self,
@@ -99,18 +131,19 @@ class AirframeProvider(LLMProvider):
         node: Node | None = None,
         hooks: TransportHooks | None = None,
     ) -> InferenceResult:
-        chosen = node or self.pick_node()
-        chosen.in_flight += 1
+        if node is not None:
+            return await self.adapter.infer(node.endpoint, self._request(request), hooks=hooks)
+        chosen = self._lease()
+        category: ErrorCategory | None = None
+        completed = False
         try:
             result = await self.adapter.infer(chosen.endpoint, self._request(request), hooks=hooks)
+            completed = True
         except AirframeError as exc:
-            if node is None:
-                self.record_outcome(chosen, exc.category)
+            category, completed = node_category(exc), True
             raise
         finally:
-            chosen.in_flight -= 1
-        if node is None:
-            self.record_outcome(chosen)
+            self.pool.release(chosen, category, completed=completed)
         return result
 
     async def stream(
@@ -120,36 +153,34 @@ class AirframeProvider(LLMProvider):
         node: Node | None = None,
         hooks: TransportHooks | None = None,
     ) -> AsyncGenerator[InferenceStreamEvent, None]:
-        chosen = node or self.pick_node()
-        chosen.in_flight += 1
+        chosen = node or self._lease()
+        category: ErrorCategory | None = None
+        completed = False
         events = self.adapter.stream_infer(chosen.endpoint, self._request(request), hooks=hooks)
         try:
             async for event in events:
                 yield event
+            completed = True
         except AirframeError as exc:
-            if node is None:
-                self.record_outcome(chosen, exc.category)
+            category, completed = node_category(exc), True
             raise
-        else:
-            if node is None:
-                self.record_outcome(chosen)
         finally:
-            chosen.in_flight -= 1
             await events.aclose()
+            if node is None:
+                self.pool.release(chosen, category, completed=completed)
 
     async def health_check(self) -> bool:
-        """Check every node; healthy nodes close their breakers. True when one is healthy."""
+        """Check every node: healthy nodes close their breakers, unhealthy ones open them.
+        True when one node is healthy."""
         statuses = await asyncio.gather(
             *(self.adapter.health_check(n.endpoint) for n in self.pool.nodes)
         )
         for node, status in zip(self.pool.nodes, statuses, strict=True):
-            if status.ok:
-                self.pool.mark(node.name, True)
+            self.pool.mark(node.name, status.ok)
         return any(s.ok for s in statuses)
 
     async def list_models(self) -> list[str]:
-        node = self.pick_node()
-        return await self.adapter.list_models(node.endpoint)
+        return await self.adapter.list_models(self.pick_node().endpoint)
 
     def get_stats(self) -> dict[str, Any]:
         stats = super().get_stats()
