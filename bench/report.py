@@ -38,7 +38,7 @@ COLUMNS = (
     ("+TTFT ms", ">"),
     ("import ms", ">"),
     ("RSS MB", ">"),
-    ("1k: KB/stream", ">"),
+    ("{n} streams: KB/stream", ">"),
     ("lag p99 ms", ">"),
     ("leaked", ">"),
 )
@@ -74,7 +74,8 @@ def _rows(data: dict[str, Any]) -> list[list[str]]:
 
 def table(data: dict[str, Any]) -> str:
     rows = _rows(data)
-    heads = [c[0] for c in COLUMNS]
+    n = data.get("plan", {}).get("slow_streams", 1000)
+    heads = [c[0].format(n=f"{n:,}") for c in COLUMNS]
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(heads)]
     aligns = [c[1] for c in COLUMNS]
 
@@ -135,9 +136,10 @@ def targets(data: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     for name in ("airframe", "avionics"):
         row = slow.get(name)
         if row and "failed" not in row:
-            add(f"{name}: 1k streams lag p99 < 50 ms", row["lag_p99_ms"], 50, "{:.1f} ms")
-            add(f"{name}: 1k streams < 64 KB RSS/stream", row["kb_per_stream"], 64, "{:.1f} KB")
-            add(f"{name}: 1k streams 0 leaked sockets", row["leaked_sockets"], 0, "{:.0f}")
+            n = f"{row['streams']:,} streams"
+            add(f"{name}: {n}: loop lag p99 < 50 ms", row["lag_p99_ms"], 50, "{:.1f} ms")
+            add(f"{name}: {n}: < 64 KB RSS per stream", row["kb_per_stream"], 64, "{:.1f} KB")
+            add(f"{name}: {n}: 0 leaked sockets", row["leaked_sockets"], 0, "{:.0f}")
     return out
 
 
@@ -148,9 +150,10 @@ def render(data: dict[str, Any]) -> str:
         "Ratios (in brackets) are to the floor of the same protocol measured in the same run: "
         "CPU to `httpx` (POST + json.loads), streaming to `httpx-sse`; each is the median over "
         f"{plan.get('rounds')} interleaved rounds of the within-round ratio. +TTFT: median time "
-        "to first token minus the floor's. 1k: "
+        "to first token minus the floor's. Streams columns: "
         f"{plan.get('slow_streams')} concurrent streams, {plan.get('slow_tokens')} tokens "
-        f"{_num(plan.get('slow_delay', 0) * 1e3)} ms apart."
+        f"{_num(plan.get('slow_delay', 0) * 1e3)} ms apart; leaked = TCP connections to the "
+        "upstream still open after the client was closed."
     )
     redis = data.get("redis")
     if redis is not None and redis.get("latency"):
@@ -213,7 +216,7 @@ def write_chart(data: dict[str, Any], path: Path) -> Path | None:
                 if not n.startswith("_") and r["import_ms"]
             }))  # fmt: skip
     if slow:
-        panels.append(("1k slow streams: KB RSS per stream\n(lower is better)", {
+        panels.append(("Concurrent slow streams: KB RSS per stream\n(lower is better)", {
             n: r["kb_per_stream"] for n, r in slow.items() if "kb_per_stream" in r
         }))  # fmt: skip
     if not panels:
