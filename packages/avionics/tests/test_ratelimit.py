@@ -1,4 +1,4 @@
-"""ProviderLimiter on the `limits` library: rpm, tpm reservations and settlement, concurrency.
+"""ProviderLimiter: rpm, tpm reservations and settlement, concurrency (on the `limits` store).
 
 No test sleeps to wait for something; tasks coordinate through events. Window expiry is checked
 through the `retry_after` the limiter computes, except one test that lets a 1-second window roll.
@@ -22,6 +22,11 @@ from avionics.ratelimit import (
     WindowStore,
 )
 from avionics.ratelimit.windows import async_storage_uri, sliding_window_wait
+
+
+def limits_limiter(name: str, **limits: int | float) -> ProviderLimiter:
+    """A limiter on `LimitsWindowStore` (the `limits` storages other than memory use it)."""
+    return ProviderLimiter(name, store=LimitsWindowStore("memory://"), **limits)  # type: ignore[arg-type]
 
 
 def tpm_state(limiter: ProviderLimiter) -> tuple[int, int]:
@@ -102,7 +107,7 @@ async def test_the_wait_is_refused_up_front_when_it_exceeds_max_wait() -> None:
 
 
 async def test_settling_below_the_estimate_gives_tokens_back() -> None:
-    limiter = ProviderLimiter("p", tpm=1_000, max_wait=0)
+    limiter = limits_limiter("p", tpm=1_000, max_wait=0)
     async with limiter.acquire(600) as permit:
         assert permit.reserved_tokens == 600
         permit.settle(100)
@@ -117,7 +122,7 @@ async def test_settling_below_the_estimate_gives_tokens_back() -> None:
 
 
 async def test_settling_above_the_estimate_takes_the_extra() -> None:
-    limiter = ProviderLimiter("p", tpm=1_000, max_wait=0)
+    limiter = limits_limiter("p", tpm=1_000, max_wait=0)
     async with limiter.acquire(100) as permit:
         permit.settle(700)
     assert tpm_state(limiter) == (0, 0)
@@ -129,7 +134,7 @@ async def test_settling_above_the_estimate_takes_the_extra() -> None:
 
 
 async def test_usage_beyond_the_window_becomes_a_debt_paid_by_the_next_call() -> None:
-    limiter = ProviderLimiter("p", tpm=1_000, max_wait=0)
+    limiter = limits_limiter("p", tpm=1_000, max_wait=0)
     async with limiter.acquire(900) as permit:
         permit.settle(1_300)  # 400 more than reserved, only 100 fit now
     assert tpm_state(limiter) == (0, 300)
@@ -140,7 +145,7 @@ async def test_usage_beyond_the_window_becomes_a_debt_paid_by_the_next_call() ->
 
 
 async def test_settle_none_or_no_settle_keeps_the_estimate() -> None:
-    limiter = ProviderLimiter("p", tpm=1_000, max_wait=0)
+    limiter = limits_limiter("p", tpm=1_000, max_wait=0)
     async with limiter.acquire(400) as permit:
         permit.settle(None)
     async with limiter.acquire(400):
@@ -152,7 +157,7 @@ async def test_settle_none_or_no_settle_keeps_the_estimate() -> None:
 
 
 async def test_an_exception_in_the_block_gives_the_whole_reservation_back() -> None:
-    limiter = ProviderLimiter("p", tpm=1_000, max_concurrency=1, max_wait=0)
+    limiter = limits_limiter("p", tpm=1_000, max_concurrency=1, max_wait=0)
     with pytest.raises(ConnectionError):
         async with limiter.acquire(900):
             raise ConnectionError("backend down")
@@ -163,7 +168,7 @@ async def test_an_exception_in_the_block_gives_the_whole_reservation_back() -> N
 
 
 async def test_an_exception_after_settle_keeps_the_settled_usage() -> None:
-    limiter = ProviderLimiter("p", tpm=1_000, max_wait=0)
+    limiter = limits_limiter("p", tpm=1_000, max_wait=0)
 
     async def broken_stream() -> None:
         async with limiter.acquire(900) as permit:
@@ -176,7 +181,7 @@ async def test_an_exception_after_settle_keeps_the_settled_usage() -> None:
 
 
 async def test_cancellation_inside_the_block_releases_everything() -> None:
-    limiter = ProviderLimiter("p", rpm=10, tpm=1_000, max_concurrency=1, max_wait=0)
+    limiter = limits_limiter("p", rpm=10, tpm=1_000, max_concurrency=1, max_wait=0)
     entered, leave = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(hold(limiter, 900, entered, leave))
     await entered.wait()
@@ -191,7 +196,7 @@ async def test_cancellation_inside_the_block_releases_everything() -> None:
 
 
 async def test_cancellation_while_waiting_leaks_nothing() -> None:
-    limiter = ProviderLimiter("p", tpm=1_000, max_concurrency=1, max_wait=60)
+    limiter = limits_limiter("p", tpm=1_000, max_concurrency=1, max_wait=60)
     entered, leave = asyncio.Event(), asyncio.Event()
     holder = asyncio.create_task(hold(limiter, 100, entered, leave))
     await entered.wait()
@@ -208,7 +213,7 @@ async def test_cancellation_while_waiting_leaks_nothing() -> None:
 
 
 async def test_a_request_larger_than_the_whole_tpm_is_refused_at_once() -> None:
-    limiter = ProviderLimiter("p", tpm=1_000, max_wait=30)
+    limiter = limits_limiter("p", tpm=1_000, max_wait=30)
     with pytest.raises(RateLimitedLocally) as caught:
         async with limiter.acquire(1_001):
             pass
@@ -219,7 +224,7 @@ async def test_a_request_larger_than_the_whole_tpm_is_refused_at_once() -> None:
 
 
 async def test_when_tpm_refuses_the_request_slot_is_given_back() -> None:
-    limiter = ProviderLimiter("p", rpm=2, tpm=100, max_wait=0)
+    limiter = limits_limiter("p", rpm=2, tpm=100, max_wait=0)
     async with limiter.acquire(100):
         pass
     with pytest.raises(RateLimitedLocally) as caught:
@@ -236,7 +241,7 @@ async def test_when_tpm_refuses_the_request_slot_is_given_back() -> None:
 
 
 async def test_racing_tasks_never_take_more_tokens_than_the_limit() -> None:
-    limiter = ProviderLimiter("p", tpm=1_000, max_wait=0)
+    limiter = limits_limiter("p", tpm=1_000, max_wait=0)
     start = asyncio.Event()
     admitted: list[int] = []
 

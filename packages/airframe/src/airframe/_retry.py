@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from email.utils import parsedate_to_datetime
 
 from ._config import RetryPolicy
 from ._errors import AirframeError, ErrorCategory
@@ -65,6 +64,8 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
         return _positive_seconds(float(raw))
     except ValueError:
         pass
+    from email.utils import parsedate_to_datetime  # only for HTTP-date values (rare)
+
     try:
         when = parsedate_to_datetime(raw)
     except (TypeError, ValueError, IndexError):

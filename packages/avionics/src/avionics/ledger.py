@@ -14,7 +14,7 @@ import inspect
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -78,11 +78,16 @@ class LedgerRow:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly: Decimal as str, timestamp as ISO 8601, enums as their values."""
-        data = asdict(self)
+        # Built field by field: `dataclasses.asdict` deep-copies and was a fifth of the gateway's
+        # own CPU per call (every row becomes a dict for `metadata["attempts"]`).
+        data = {name: getattr(self, name) for name in _ROW_FIELDS}
         data["outcome"] = str(self.outcome)
         data["cost_usd"] = None if self.cost_usd is None else str(self.cost_usd)
         data["timestamp"] = self.timestamp.isoformat()
         return data
+
+
+_ROW_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(LedgerRow))
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,8 +7,8 @@ entry-point group `airframe.adapters` (name = "module:Class").
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import entry_points
 from types import MappingProxyType
+from typing import Any
 
 from .._config import BackendKind
 from ._base import BackendAdapter
@@ -26,6 +26,13 @@ _BUILTIN: MappingProxyType[str, str] = MappingProxyType(
 )
 
 _instances: dict[str, BackendAdapter] = {}
+
+
+def entry_points(*, group: str) -> Any:
+    """`importlib.metadata.entry_points`, imported on first need (it costs ~20 ms to import)."""
+    from importlib import metadata
+
+    return metadata.entry_points(group=group)
 
 
 def _plugins() -> dict[str, str]:

@@ -7,10 +7,14 @@ next to nothing until the application configures an SDK. The application side (`
 See docs/observability.md.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from . import semconv
-from .app import ObservabilityHandle, configure, configure_logging
 from .logs import add_trace_context, redact_secrets
 from .telemetry import CallTelemetry, Telemetry
+
+if TYPE_CHECKING:
+    from .app import ObservabilityHandle, configure, configure_logging
 
 __all__ = [
     "CallTelemetry",
@@ -22,3 +26,12 @@ __all__ = [
     "redact_secrets",
     "semconv",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The application-side helpers load on first use: the gateway never needs them.
+    if name in ("ObservabilityHandle", "configure", "configure_logging"):
+        from . import app
+
+        return getattr(app, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -43,6 +43,17 @@ DEFAULT_WINDOW_SECONDS: Final = 60
 DEFAULT_KEY_PREFIX: Final = "avionics:"
 
 
+def window_store_for(storage_uri: str) -> WindowStore:
+    """The in-process sliding log for `memory://`; the `limits` library for any other URL."""
+    if storage_uri in ("memory://", "async+memory://"):
+        from .sliding import SlidingLogStore
+
+        return SlidingLogStore()
+    from .windows import LimitsWindowStore  # loads `limits` only for its storages
+
+    return LimitsWindowStore(storage_uri)
+
+
 def _positive(name: str, value: int | None) -> int | None:
     if value is not None and value <= 0:
         raise ValueError(f"{name} must be a positive integer or None (unlimited), got {value}")
@@ -117,9 +128,7 @@ class ProviderLimiter:
         self.max_wait = float(max_wait)
         self.window_seconds = window_seconds
         if store is None and (rpm is not None or tpm is not None):
-            from .windows import LimitsWindowStore  # loads `limits` only when a limit is set
-
-            store = LimitsWindowStore(storage_uri)
+            store = window_store_for(storage_uri)
         self.store = store
         self._rpm_key = f"{key_prefix}ratelimit:{name}:requests"
         self._tpm_key = f"{key_prefix}ratelimit:{name}:tokens"
@@ -302,9 +311,7 @@ class LimiterRegistry:
     @property
     def store(self) -> WindowStore:
         if self._store is None:
-            from .windows import LimitsWindowStore
-
-            self._store = LimitsWindowStore(self.storage_uri)
+            self._store = window_store_for(self.storage_uri)
         return self._store
 
     def limiter(
