@@ -82,11 +82,16 @@ _DATE_SUFFIX: Final = re.compile(r"[-@](20\d{2}-?\d{2}-?\d{2})$")
 _log = structlog.get_logger("avionics.pricing")
 
 
-def _decimal(value: Decimal | int | float | str, name: str) -> Decimal:
+def non_negative_decimal(value: Decimal | int | float | str, name: str) -> Decimal:
+    """An exact Decimal from a price or amount (floats via their repr), refusing NaN and < 0."""
     result = value if isinstance(value, Decimal) else Decimal(str(value))
     if not result.is_finite() or result < 0:
-        raise ValueError(f"{name} must be a finite, non-negative price per million tokens")
+        raise ValueError(f"{name} must be a finite, non-negative number, got {value!r}")
     return result
+
+
+def _decimal(value: Decimal | int | float | str, name: str) -> Decimal:
+    return non_negative_decimal(value, f"{name} (USD per million tokens)")
 
 
 @dataclass(frozen=True, slots=True)

@@ -270,6 +270,20 @@ def _error_message(payload: Any, text: str, status: int | None) -> str:
     return f"HTTP {status}" if status is not None else "request failed"
 
 
+def put_sampling(into: dict[str, Any], request: InferenceRequest, max_tokens_key: str) -> None:
+    """Copy the request's sampling parameters that are set into a wire body (or options)."""
+    if request.max_tokens is not None:
+        into[max_tokens_key] = request.max_tokens
+    if request.temperature is not None:
+        into["temperature"] = request.temperature
+    if request.top_p is not None:
+        into["top_p"] = request.top_p
+    if request.stop:
+        into["stop"] = list(request.stop)
+    if request.seed is not None:
+        into["seed"] = request.seed
+
+
 def error_message(payload: Any, text: str = "", status: int | None = None) -> str:
     """Public to adapters: the best human message in an error body."""
     return _error_message(payload, text, status)

@@ -55,6 +55,7 @@ from ._base import (
     WireRequest,
     error_fields,
     error_message,
+    put_sampling,
 )
 from .openai import OpenAIAdapter, OpenAIStreamParser, context_numbers, openai_messages
 
@@ -308,16 +309,7 @@ class LlamaServerAdapter(BackendAdapter):
         }
         if request.model:
             body["model"] = request.model
-        if request.max_tokens is not None:
-            body["n_predict"] = request.max_tokens
-        if request.temperature is not None:
-            body["temperature"] = request.temperature
-        if request.top_p is not None:
-            body["top_p"] = request.top_p
-        if request.stop:
-            body["stop"] = list(request.stop)
-        if request.seed is not None:
-            body["seed"] = request.seed
+        put_sampling(body, request, "n_predict")
         fmt = request.response_format
         if fmt is not None:
             body["json_schema"] = (

@@ -45,6 +45,7 @@ from ._base import (
     StreamParser,
     WireRequest,
     error_message,
+    put_sampling,
 )
 
 if TYPE_CHECKING:
@@ -235,16 +236,7 @@ class OllamaAdapter(BackendAdapter):
             "stream": stream,
         }
         options: dict[str, Any] = {}
-        if request.max_tokens is not None:
-            options["num_predict"] = request.max_tokens
-        if request.temperature is not None:
-            options["temperature"] = request.temperature
-        if request.top_p is not None:
-            options["top_p"] = request.top_p
-        if request.stop:
-            options["stop"] = list(request.stop)
-        if request.seed is not None:
-            options["seed"] = request.seed
+        put_sampling(options, request, "num_predict")
         if request.tools and request.tool_choice != "none":
             body["tools"] = [
                 {

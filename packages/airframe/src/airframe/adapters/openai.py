@@ -35,6 +35,7 @@ from ._base import (
     WireRequest,
     error_fields,
     error_message,
+    put_sampling,
 )
 
 __all__ = ["OpenAIAdapter", "OpenAIStreamParser", "openai_messages", "openai_usage"]
@@ -148,16 +149,7 @@ class OpenAIAdapter(BackendAdapter):
         body: dict[str, Any] = {"messages": openai_messages(request)}
         if request.model:
             body["model"] = request.model
-        if request.max_tokens is not None:
-            body[self._max_tokens_field(endpoint)] = request.max_tokens
-        if request.temperature is not None:
-            body["temperature"] = request.temperature
-        if request.top_p is not None:
-            body["top_p"] = request.top_p
-        if request.stop:
-            body["stop"] = list(request.stop)
-        if request.seed is not None:
-            body["seed"] = request.seed
+        put_sampling(body, request, self._max_tokens_field(endpoint))
         if request.tools:
             body["tools"] = [
                 {

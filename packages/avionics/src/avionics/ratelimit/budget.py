@@ -32,6 +32,7 @@ from types import TracebackType
 from typing import Final, Literal
 
 from avionics.errors import BudgetExceededError
+from avionics.pricing import non_negative_decimal
 
 from .base import BudgetClaim, BudgetStore
 from .memory import MemoryBudgetStore
@@ -58,10 +59,7 @@ class BudgetPeriod(StrEnum):
 
 
 def _usd(value: Decimal | int | float | str, name: str) -> Decimal:
-    result = value if isinstance(value, Decimal) else Decimal(str(value))
-    if not result.is_finite() or result < 0:
-        raise ValueError(f"{name} must be a finite, non-negative USD amount, got {value!r}")
-    return result
+    return non_negative_decimal(value, f"{name} (USD)")
 
 
 @dataclass(frozen=True, slots=True)
