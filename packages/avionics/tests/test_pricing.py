@@ -353,3 +353,14 @@ def test_lookups_are_cached_per_provider_and_model() -> None:
     calc = CostCalculator()
     first = calc.get_pricing("anthropic", "claude-sonnet-4-5")
     assert calc.get_pricing("anthropic", "claude-sonnet-4-5") is first
+
+
+def test_the_seed_form_with_prompt_and_completion_counts_prices_the_same() -> None:
+    from airframe import Usage
+    from avionics import calculate_cost
+
+    calc = CostCalculator({"gpt-x": ModelPrice.of(2, 8)})
+    by_counts = calc.calculate_cost("openai", "gpt-x", 1_000, 500)
+    by_usage = calc.calculate_cost("openai", "gpt-x", Usage(1_000, 500))
+    assert by_counts.total_cost == by_usage.total_cost == Decimal("0.006")
+    assert calculate_cost("local", "anything", 10, 5, provider_kind="llama_server").total_cost == 0

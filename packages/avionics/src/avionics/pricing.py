@@ -356,11 +356,18 @@ class CostCalculator:
         self,
         provider: str,
         model: str,
-        usage: Usage | None,
+        usage: Usage | int | None,
+        completion_tokens: int | None = None,
         *,
         provider_kind: str | None = None,
     ) -> CostMetrics:
-        """The exact cost of one call from its reported usage."""
+        """The exact cost of one call from its reported usage.
+
+        Also takes the older form `calculate_cost(provider, model, prompt_tokens,
+        completion_tokens)`.
+        """
+        if isinstance(usage, int):
+            usage = Usage(usage, completion_tokens)
         resolved = self._resolve(provider, model, provider_kind)
         price = resolved.price()
         input_tokens = usage.input_tokens if usage is not None else None
@@ -475,7 +482,14 @@ def get_cost_calculator() -> CostCalculator:
 
 
 def calculate_cost(
-    provider: str, model: str, usage: Usage | None, *, provider_kind: str | None = None
+    provider: str,
+    model: str,
+    usage: Usage | int | None,
+    completion_tokens: int | None = None,
+    *,
+    provider_kind: str | None = None,
 ) -> CostMetrics:
-    """`get_cost_calculator().calculate_cost(...)`."""
-    return get_cost_calculator().calculate_cost(provider, model, usage, provider_kind=provider_kind)
+    """`get_cost_calculator().calculate_cost(...)` (also with prompt and completion counts)."""
+    return get_cost_calculator().calculate_cost(
+        provider, model, usage, completion_tokens, provider_kind=provider_kind
+    )
