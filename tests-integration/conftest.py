@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
+
+import pytest
+
+import airframe
 
 # pytest runs with --import-mode=importlib, which does not put this directory on sys.path;
 # the helper modules next to this file are imported by their plain names.
@@ -27,3 +32,10 @@ __all__ = [
     "tiny_model_path",
 ]
 from redis_fixture import redis_server, redis_server_bin, redis_server_factory  # noqa: E402, F401
+
+
+@pytest.fixture(autouse=True)
+async def _close_pools() -> AsyncIterator[None]:
+    """Close the test's pooled airframe connections on its own event loop."""
+    yield
+    await airframe.aclose_all()

@@ -131,12 +131,6 @@ def check_usage_against_timings(result: InferenceResult) -> None:
     assert usage.cache_read_tokens == timings["cache_n"]
 
 
-@pytest.fixture(autouse=True)
-async def _close_pools() -> AsyncGenerator[None, None]:
-    yield
-    await airframe.aclose_all()
-
-
 # ------------------------------------------------------------------------ infer / stream_infer
 
 

@@ -8,7 +8,6 @@ No sleeps (conditions are polled with a deadline), no timing assertions.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -87,12 +86,6 @@ def attempts(response: LLMResponse) -> list[tuple[str, str | None, str, str | No
         (a["provider"], a["node"], a["outcome"], a["error_category"])
         for a in response.metadata["attempts"]
     ]
-
-
-@pytest.fixture(autouse=True)
-async def _close_pools() -> AsyncGenerator[None, None]:
-    yield
-    await airframe.aclose_all()
 
 
 # ----------------------------------------------------------------------- complete and stream

@@ -11,7 +11,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -68,12 +68,6 @@ MESSAGE = StreamEventType.MESSAGE
 def emu() -> Iterator[Emulator]:
     with Emulator(api_key=KEY) as emulator:
         yield emulator
-
-
-@pytest.fixture(autouse=True)
-async def _close_pools() -> AsyncIterator[None]:
-    yield
-    await airframe.aclose_all()
 
 
 def endpoint(emu: Emulator, *, suffix: str = "", **kwargs: Any) -> EndpointSpec:

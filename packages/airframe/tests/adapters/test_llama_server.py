@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -594,12 +594,6 @@ FAST = RetryPolicy(max_retries=2, initial_delay=0.001, max_delay=0.005)
 def emu() -> Iterator[Emulator]:
     with Emulator(model="tiny-llama") as emulator:
         yield emulator
-
-
-@pytest.fixture(autouse=True)
-async def _close_pools() -> AsyncIterator[None]:
-    yield
-    await airframe.aclose_all()
 
 
 def native(emu: Emulator, **kwargs: Any) -> EndpointSpec:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -443,12 +443,6 @@ EMU_MODEL = "emulator-1"
 def emu() -> Iterator[Emulator]:
     with Emulator(model=EMU_MODEL) as emulator:
         yield emulator
-
-
-@pytest.fixture(autouse=True)
-async def _close_pools() -> AsyncIterator[None]:
-    yield
-    await airframe.aclose_all()
 
 
 def endpoint_of(emu: Emulator, **kwargs: Any) -> EndpointSpec:

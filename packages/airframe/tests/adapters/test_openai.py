@@ -15,7 +15,7 @@ import email.utils
 import json
 import logging
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -66,12 +66,6 @@ MESSAGE = StreamEventType.MESSAGE
 def emu() -> Iterator[Emulator]:
     with Emulator(api_key=KEY) as emulator:
         yield emulator
-
-
-@pytest.fixture(autouse=True)
-async def _close_pools() -> AsyncIterator[None]:
-    yield
-    await airframe.aclose_all()
 
 
 def endpoint(emu: Emulator, **kwargs: Any) -> EndpointSpec:
