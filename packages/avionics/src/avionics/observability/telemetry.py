@@ -215,8 +215,17 @@ class CallTelemetry:
         self._metering = telemetry.metering()
         self.verbose = telemetry.verbose()
         if telemetry.tracing():
+            # Attributes go in with the start: the SDK checks them once, not again on a set.
+            attrs: dict[str, Any] = {
+                sc.GEN_AI_OPERATION_NAME: sc.OPERATION_INVOKE_AGENT,
+                sc.GEN_AI_AGENT_NAME: agent,
+                sc.AVIONICS_AGENT: agent,
+                sc.AVIONICS_REQUEST_ID: request_id,
+                sc.GEN_AI_REQUEST_STREAM: stream,
+            }
+            request_attributes(request, attrs)
             self.span = telemetry.tracer.start_span(
-                sc.call_span_name(agent), kind=SpanKind.INTERNAL
+                sc.call_span_name(agent), kind=SpanKind.INTERNAL, attributes=attrs
             )
             self.recording = self.span.is_recording()
         else:
@@ -226,15 +235,6 @@ class CallTelemetry:
         if self.recording:
             self._started_ns = time.time_ns()
             self._context = trace.set_span_in_context(self.span)
-            attrs: dict[str, Any] = {
-                sc.GEN_AI_OPERATION_NAME: sc.OPERATION_INVOKE_AGENT,
-                sc.GEN_AI_AGENT_NAME: agent,
-                sc.AVIONICS_AGENT: agent,
-                sc.AVIONICS_REQUEST_ID: request_id,
-                sc.GEN_AI_REQUEST_STREAM: stream,
-            }
-            request_attributes(request, attrs)
-            self.span.set_attributes(attrs)
         if self.verbose:
             fields = {"agent": agent, "request_id": request_id, "stream": stream}
             self.add_trace_ids(fields)
