@@ -75,10 +75,13 @@ class SlidingLogStore:
                 log.entries.append([now, float(delta)])  # used now; they leave last
                 log.used += delta
                 return
-            # Give units back from the entries taken at or after `acquired_at`.
+            # Give units back from the entries taken at or after `acquired_at`: they are the
+            # newest, so the scan runs from the right and stops at the first older entry.
             give = float(-delta)
-            for entry in log.entries:
-                if entry[0] < acquired_at or entry[1] <= 0:
+            for entry in reversed(log.entries):
+                if entry[0] < acquired_at:
+                    return
+                if entry[1] <= 0:
                     continue
                 taken = min(entry[1], give)
                 entry[1] -= taken
