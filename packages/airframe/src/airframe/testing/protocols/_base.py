@@ -37,6 +37,25 @@ __all__ = [
 Handler = Callable[[Request, "Outlet"], Awaitable[None]]
 
 
+# The status most backends answer each error situation with (protocols override where not).
+DEFAULT_STATUS: dict[ErrorKind, int] = {
+    "bad_request": 400,
+    "auth": 401,
+    "permission": 403,
+    "not_found": 404,
+    "timeout": 408,
+    "conflict": 409,
+    "too_large": 413,
+    "unprocessable": 422,
+    "rate_limit": 429,
+    "quota": 429,
+    "server": 500,
+    "overloaded": 503,
+    "context_length": 400,
+    "content_filter": 400,
+}
+
+
 @dataclass(frozen=True)
 class Route:
     """`pattern` is matched against the whole path; `when` narrows shared paths."""
@@ -112,9 +131,9 @@ class ChatEndpoint(ABC):
     def headers(self, call: Call) -> list[tuple[str, str]]:
         """Headers sent with every answer to this call (request ids...)."""
 
-    @abstractmethod
     def status_for(self, kind: ErrorKind) -> int:
-        """The HTTP status this backend uses for an error situation."""
+        """The HTTP status this backend uses for an error situation (the common mapping)."""
+        return DEFAULT_STATUS[kind]
 
     @abstractmethod
     def error(self, call: Call | None, request: Request, spec: ErrorSpec) -> Response:

@@ -21,7 +21,6 @@ import json
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from .._behaviours import ErrorKind
 from .._engine import Engine, Outlet
 from .._state import EmulatorState, OllamaModel
 from .._turn import Turn
@@ -60,23 +59,6 @@ _DONE = {
     "tool_calls": "stop",
     "stop_sequence": "stop",
     "refusal": "stop",
-}
-
-_STATUS: dict[ErrorKind, int] = {
-    "bad_request": 400,
-    "auth": 401,
-    "permission": 403,
-    "not_found": 404,
-    "timeout": 408,
-    "conflict": 409,
-    "too_large": 413,
-    "unprocessable": 422,
-    "rate_limit": 429,
-    "quota": 429,
-    "server": 500,
-    "overloaded": 503,
-    "context_length": 400,
-    "content_filter": 400,
 }
 
 
@@ -175,9 +157,6 @@ class OllamaChat(ChatEndpoint):
 
     def headers(self, call: Call) -> list[tuple[str, str]]:
         return []
-
-    def status_for(self, kind: ErrorKind) -> int:
-        return _STATUS[kind]
 
     def error(self, call: Call | None, request: Request, spec: ErrorSpec) -> Response:
         model = call.model if call else self.state.model

@@ -199,9 +199,6 @@ class OpenAIChat(ChatEndpoint):
     def headers(self, call: Call) -> list[tuple[str, str]]:
         return self.request_headers(call.seq)
 
-    def status_for(self, kind: ErrorKind) -> int:
-        return _STATUS[kind]
-
     def error_object(self, call: Call | None, spec: ErrorSpec) -> dict[str, Any]:
         return openai_error_object(spec, call.model if call else self.state.model)
 
@@ -375,24 +372,6 @@ class OpenAIChat(ChatEndpoint):
                 if piece < len(tool.pieces):
                     frames.append(Frame(template.fill(tool.pieces[piece])))
         return frames
-
-
-_STATUS: dict[ErrorKind, int] = {
-    "bad_request": 400,
-    "auth": 401,
-    "permission": 403,
-    "not_found": 404,
-    "timeout": 408,
-    "conflict": 409,
-    "too_large": 413,
-    "unprocessable": 422,
-    "rate_limit": 429,
-    "quota": 429,
-    "server": 500,
-    "overloaded": 503,
-    "context_length": 400,
-    "content_filter": 400,
-}
 
 
 def models_body(model: str) -> dict[str, Any]:
